@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+# Both create .venv in the repo root and install everything the project needs into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU wheel of torch on the project's machines. An unpinned torch would pull several GB of
+# CUDA packages; override on a GPU machine, e.g. `make demo TORCH=torch`.
+TORCH ?= torch==2.13.0
+
+.PHONY: venv demo test lint clean bench
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m clap_helpers.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check clap_helpers tests benchmarks
+	$(VENV)/bin/ruff format --check clap_helpers tests benchmarks
+
+test: lint
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_embedding.py
+
+clean:
+	rm -rf build .pytest_cache
