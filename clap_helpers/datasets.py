@@ -1,0 +1,255 @@
+"""Load ESC-50, UrbanSound8K, FMA-small and the AudioSet subset from their on-disk layouts.
+
+Every loader returns ``(clips, classes)``: ``clips`` is a pandas DataFrame with one row per clip and at
+least these columns
+
+=========  =====================================================================================
+path       absolute path of the audio file (str)
+label      class name as the dataset spells it (``chirping_birds``, ``dog_bark``, ``Hip-Hop``,
+           ``Baby cry, infant cry``); for AudioSet the clip's first label from the class list
+target     index of ``label`` in ``classes`` (int)
+fold       ESC-50 1-5 and UrbanSound8K 1-10 (int); FMA ``training``/``validation``/``test`` and
+           AudioSet ``balanced_train``/``eval`` (str)
+dataset    the loader's name (``esc50`` ...)
+labels     AudioSet only: list of all the clip's classes (multi-label)
+=========  =====================================================================================
+
+and ``classes`` is the sorted list of class names. The same code reads the real downloads
+(``bash dataset.sh NAME``) and the synthetic fixtures of :mod:`clap_helpers.fixtures`.
+
+Used by: every notebook (01_download to 10_sound_search) and ``make demo``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NAMES = ("esc50", "urbansound8k", "fma_small", "audioset")
+
+# Files whose presence means "this dataset is downloaded", relative to the data root.
+METADATA_FILES = {
+    "esc50": "ESC-50-master/meta/esc50.csv",
+    "urbansound8k": "UrbanSound8K/metadata/UrbanSound8K.csv",
+    "fma_small": "fma_metadata/tracks.csv",
+    "audioset": "audioset/manifest.csv",
+}
+
+# A manifest row's labels are joined with this (AudioSet display names contain commas).
+AUDIOSET_LABEL_SEP = ";"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not (fully) on disk; the message names the command that downloads it."""
+
+
+def load(
+    name: str,
+    root: str | os.PathLike = "downloads",
+    n_samples: int | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Load dataset ``name`` from ``root`` (the ``--dest`` of ``dataset.sh``).
+
+    Args:
+        name: one of ``esc50``, ``urbansound8k``, ``fma_small``, ``audioset``.
+        root: folder holding the dataset's top folder (e.g. ``downloads/ESC-50-master``).
+        n_samples: keep a deterministic class-stratified subset of this many clips
+            (see :func:`stratified_subset`); ``None`` keeps all.
+        seed: seed of the subset choice.
+
+    Returns:
+        (clips, classes): the DataFrame described in the module docstring, rows in the
+        dataset's own order, and the sorted class names.
+
+    Raises:
+        DatasetNotFoundError: the metadata file is missing; the message says how to download.
+        ValueError: unknown ``name``.
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    root = Path(root).expanduser().resolve()
+    meta = root / METADATA_FILES[name]
+    if not meta.is_file():
+        raise DatasetNotFoundError(
+            f"{name} not found: {meta} does not exist. Download it with "
+            f"`bash dataset.sh {name} --dest {root}` (or pass the folder that holds it as root)."
+        )
+    clips = _LOADERS[name](root, meta)
+    classes = sorted(clips["label"].unique())
+    clips["target"] = clips["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    clips.insert(0, "dataset", name)
+    clips = clips.reset_index(drop=True)
+    _warn_missing_files(name, clips)
+    if n_samples is not None:
+        clips = stratified_subset(clips, n_samples, seed=seed)
+    first = ["path", "label", "target", "fold", "dataset"]
+    return clips[first + [c for c in clips.columns if c not in first]], classes
+
+
+def _load_esc50(root: Path, meta: Path) -> pd.DataFrame:
+    df = pd.read_csv(meta)
+    audio = meta.parent.parent / "audio"
+    return pd.DataFrame(
+        {
+            "path": [str(audio / f) for f in df["filename"]],
+            "label": df["category"].astype(str),
+            "fold": df["fold"].astype(int),
+            "filename": df["filename"],
+            "class_id": df["target"].astype(int),
+            "esc10": df["esc10"].astype(bool),
+            "src_file": df["src_file"],
+            "take": df["take"],
+        }
+    )
+
+
+def _load_urbansound8k(root: Path, meta: Path) -> pd.DataFrame:
+    df = pd.read_csv(meta)
+    audio = meta.parent.parent / "audio"
+    return pd.DataFrame(
+        {
+            "path": [
+                str(audio / f"fold{fold}" / f)
+                for fold, f in zip(df["fold"], df["slice_file_name"], strict=True)
+            ],
+            "label": df["class"].astype(str),
+            "fold": df["fold"].astype(int),
+            "filename": df["slice_file_name"],
+            "class_id": df["classID"].astype(int),
+            "fsID": df["fsID"],
+            "start": df["start"].astype(float),
+            "end": df["end"].astype(float),
+            "salience": df["salience"].astype(int),
+        }
+    )
+
+
+def _load_fma_small(root: Path, meta: Path) -> pd.DataFrame:
+    tracks = pd.read_csv(meta, index_col=0, header=[0, 1])
+    small = tracks[tracks[("set", "subset")] == "small"]
+    audio = root / "fma_small"
+    ids = small.index.astype(int)
+    return pd.DataFrame(
+        {
+            "path": [str(audio / f"{tid:06d}"[:3] / f"{tid:06d}.mp3") for tid in ids],
+            "label": small[("track", "genre_top")].astype(str).to_numpy(),
+            "fold": small[("set", "split")].astype(str).to_numpy(),
+            "track_id": ids.to_numpy(),
+        }
+    )
+
+
+def _load_audioset(root: Path, meta: Path) -> pd.DataFrame:
+    df = pd.read_csv(meta, dtype={"YTID": str, "labels": str})
+    labels = [
+        [x for x in str(s).split(AUDIOSET_LABEL_SEP) if x] if isinstance(s, str) else []
+        for s in df["labels"]
+    ]
+    keep = np.array([len(x) > 0 for x in labels])
+    if not keep.all():
+        warnings.warn(
+            f"audioset: {int((~keep).sum())} manifest rows in {meta} have no label from the class "
+            "list and are left out",
+            stacklevel=3,
+        )
+    df = df[keep]
+    labels = [x for x, k in zip(labels, keep, strict=True) if k]
+    return pd.DataFrame(
+        {
+            "path": [str(meta.parent / p) for p in df["path"]],
+            "label": [x[0] for x in labels],
+            "fold": df["split"].astype(str).to_numpy(),
+            "labels": labels,
+            "ytid": df["YTID"].to_numpy(),
+            "start_seconds": df["start_seconds"].astype(float).to_numpy(),
+        }
+    )
+
+
+_LOADERS: dict[str, Callable[[Path, Path], pd.DataFrame]] = {
+    "esc50": _load_esc50,
+    "urbansound8k": _load_urbansound8k,
+    "fma_small": _load_fma_small,
+    "audioset": _load_audioset,
+}
+
+
+def _warn_missing_files(name: str, clips: pd.DataFrame) -> None:
+    """Warn (naming a few) when metadata rows point at files that are not on disk.
+
+    The rows stay: embedding turns them into NaN rows that the metrics count as failures, so a
+    missing file is reported and counted rather than silently dropped.
+    """
+    missing = [p for p in clips["path"] if not os.path.isfile(p)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        warnings.warn(
+            f"{name}: {len(missing)} of {len(clips)} audio files listed in the metadata are "
+            f"missing ({shown}); they will be counted as failed clips. Re-run "
+            f"`bash dataset.sh {name}` if the download was interrupted.",
+            stacklevel=3,
+        )
+
+
+def stratified_subset(
+    clips: pd.DataFrame, n_samples: int, seed: int = 0, by: str = "label"
+) -> pd.DataFrame:
+    """A deterministic subset of ``n_samples`` rows with class proportions kept.
+
+    Each class's rows are shuffled with ``seed``; a row's priority is its rank within its class
+    divided by the class size, and the ``n_samples`` rows of lowest priority are kept. So every
+    class gets one clip before any class gets a second, each class then gets its share (a
+    balanced dataset stays balanced), the same seed gives the same rows, and a smaller subset is
+    contained in a larger one. Rows keep their original order.
+    """
+    if n_samples < 0:
+        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+    if n_samples >= len(clips):
+        return clips.copy()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(clips))
+    shuffled = clips.iloc[order]
+    rank = shuffled.groupby(by, sort=False).cumcount().to_numpy()
+    size = shuffled.groupby(by, sort=False)[by].transform("size").to_numpy()
+    priority = rank / size
+    chosen = order[np.argsort(priority, kind="stable")[:n_samples]]
+    return clips.iloc[np.sort(chosen)].copy()
+
+
+def class_counts(clips: pd.DataFrame) -> pd.DataFrame:
+    """Clips per class (rows) and fold (columns), with a ``total`` column. For notebook 01."""
+    table = pd.crosstab(clips["label"], clips["fold"])
+    table["total"] = table.sum(axis=1)
+    return table
+
+
+def durations(clips: pd.DataFrame, progress: bool = True) -> pd.Series:
+    """Duration in seconds of each clip, read from file headers (NaN for unreadable files)."""
+    from tqdm.auto import tqdm
+
+    from .audio import AudioError, audio_info
+
+    out = []
+    for p in tqdm(clips["path"], desc="reading headers", disable=not progress, unit="file"):
+        try:
+            out.append(audio_info(p)["duration"])
+        except AudioError:
+            out.append(float("nan"))
+    return pd.Series(out, index=clips.index, name="duration_s")
+
+
+def label_matrix(clips: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Multi-hot matrix (N, C) bool of each clip's ``labels`` (AudioSet) or its single ``label``."""
+    index = {c: i for i, c in enumerate(classes)}
+    column = clips["labels"] if "labels" in clips else clips["label"].map(lambda x: [x])
+    out = np.zeros((len(clips), len(classes)), dtype=bool)
+    for row, labels in enumerate(column):
+        for label in labels:
+            out[row, index[label]] = True
+    return out
