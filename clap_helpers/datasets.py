@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .paths import resolve
+
 NAMES = ("esc50", "urbansound8k", "fma_small", "audioset")
 
 # Files whose presence means "this dataset is downloaded", relative to the data root.
@@ -58,7 +60,10 @@ def load(
 
     Args:
         name: one of ``esc50``, ``urbansound8k``, ``fma_small``, ``audioset``.
-        root: folder holding the dataset's top folder (e.g. ``downloads/ESC-50-master``).
+        root: folder holding the dataset's top folder (e.g. ``downloads/ESC-50-master``); a
+            relative path is looked up from the current folder upwards
+            (:func:`clap_helpers.paths.resolve`), so ``"downloads"`` works from the repository
+            root (papermill) and from ``notebooks/`` (JupyterLab).
         n_samples: keep a deterministic class-stratified subset of this many clips
             (see :func:`stratified_subset`); ``None`` keeps all.
         seed: seed of the subset choice.
@@ -73,7 +78,7 @@ def load(
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
-    root = Path(root).expanduser().resolve()
+    root = resolve(root).resolve()
     meta = root / METADATA_FILES[name]
     if not meta.is_file():
         raise DatasetNotFoundError(

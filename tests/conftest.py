@@ -1,4 +1,8 @@
-"""Session-wide fixtures: the synthetic datasets and the tiny CLAP, built once per test run."""
+"""Session-wide fixtures: the synthetic datasets and the tiny CLAPs, built once per test run.
+
+They live in one :class:`clap_helpers.runner.FixtureEnv`, the same layout ``make demo`` uses, so
+the notebook tests reuse the datasets, models and embedding cache the other tests built.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,34 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+from clap_helpers.runner import FixtureEnv  # noqa: E402
+
 
 @pytest.fixture(scope="session")
-def data_root(tmp_path_factory):
+def fixture_env(tmp_path_factory) -> FixtureEnv:
+    return FixtureEnv(tmp_path_factory.mktemp("env"))
+
+
+@pytest.fixture(scope="session")
+def data_root(fixture_env):
     """Folder holding all four fixture datasets in their real layouts (read-only for tests)."""
     from clap_helpers.fixtures import make_datasets
 
-    root = tmp_path_factory.mktemp("data")
-    make_datasets(root)
-    return root
+    make_datasets(fixture_env.data_root)
+    return fixture_env.data_root
 
 
 @pytest.fixture(scope="session")
-def tiny_clap(tmp_path_factory):
+def tiny_clap(fixture_env):
     """Path of the tiny random CLAP (unfused) in from_pretrained layout."""
     from clap_helpers.fixtures import make_tiny_clap
 
-    return make_tiny_clap(tmp_path_factory.mktemp("models") / "tiny-clap")
+    return make_tiny_clap(fixture_env.model)
 
 
 @pytest.fixture(scope="session")
-def tiny_clap_fused(tmp_path_factory):
+def tiny_clap_fused(fixture_env):
     """Path of the tiny random CLAP with feature fusion (like laion/clap-htsat-fused)."""
     from clap_helpers.fixtures import make_tiny_clap
 
-    return make_tiny_clap(tmp_path_factory.mktemp("models") / "tiny-clap-fused", fused=True)
+    return make_tiny_clap(fixture_env.fused_model, fused=True)

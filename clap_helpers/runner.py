@@ -1,0 +1,212 @@
+"""Run the numbered notebooks headlessly with papermill, on real data or on the fixtures.
+
+Every notebook has a cell tagged ``parameters`` whose defaults target real data; papermill
+injects overrides after it. Its last cell writes a results JSON (:func:`save_results`), which
+``make demo`` summarises and the tests check.
+
+Used by: ``make demo`` (:mod:`clap_helpers.demo`) and tests/test_notebooks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from .paths import project_root, resolve
+
+COMMON_PARAMETERS = (
+    "data_root",
+    "n_samples",
+    "model",
+    "batch_size",
+    "device",
+    "precision",
+    "seed",
+    "cache_dir",
+    "fig_dir",
+    "results_path",
+)
+"""Parameters every notebook from 02 on declares (01 has no model)."""
+
+# Parameters a notebook needs on the fixtures besides the common ones; values may name
+# FixtureEnv attributes as "{env.attr}".
+FIXTURE_OVERRIDES: dict[str, dict] = {
+    "05_fma": {"music_model": "{env.model}"},
+}
+
+
+def notebook_dir() -> Path:
+    return project_root(Path(__file__).parent) / "notebooks"
+
+
+def list_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``), in order."""
+    folder = Path(folder) if folder else notebook_dir()
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def stored_problems(path: str | os.PathLike) -> list[str]:
+    """What is wrong with a notebook as stored: outputs, execution counts, no parameters cell."""
+    nb = nbformat.read(path, as_version=4)
+    problems = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if any(c.get("outputs") for c in code):
+        problems.append("stored with outputs")
+    if any(c.get("execution_count") is not None for c in code):
+        problems.append("stored with execution counts")
+    if not any("parameters" in c.metadata.get("tags", []) for c in code):
+        problems.append("no cell tagged 'parameters'")
+    if (
+        not nb.cells
+        or nb.cells[0].cell_type != "markdown"
+        or not nb.cells[0].source.startswith("#")
+    ):
+        problems.append("does not start with a markdown title")
+    if not problems:
+        # papermill silently ignores a parameter line it cannot parse (e.g. "=" in a comment)
+        cell = next(c for c in code if "parameters" in c.metadata.get("tags", []))
+        assigned = {m.group(1) for m in re.finditer(r"^(\w+)\s*(?::[^=]+)?=", cell.source, re.M)}
+        missing = sorted(assigned - set(declared_parameters(path)))
+        if missing:
+            problems.append(f"papermill cannot parse parameters {missing} (no '=' in comments)")
+    return problems
+
+
+def declared_parameters(path: str | os.PathLike) -> dict:
+    """Names and default values (as source text) of the notebook's ``parameters`` cell."""
+    import papermill
+
+    return {name: p["default"] for name, p in papermill.inspect_notebook(str(path)).items()}
+
+
+@dataclass
+class FixtureEnv:
+    """Where the fixture datasets, the tiny models and the outputs of a fixture run live."""
+
+    root: Path
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "tiny-clap"
+
+    @property
+    def fused_model(self) -> Path:
+        return self.root / "tiny-clap-fused"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def executed_dir(self) -> Path:
+        return self.root / "executed"
+
+    def build(self) -> FixtureEnv:
+        """Write the fixture datasets and the tiny models (reused when already built)."""
+        from .fixtures import make_datasets, make_tiny_clap
+
+        make_datasets(self.data_root)
+        make_tiny_clap(self.model)
+        make_tiny_clap(self.fused_model, fused=True)
+        return self
+
+
+def fixture_parameters(notebook: str | os.PathLike, env: FixtureEnv, fig_dir) -> dict:
+    """Parameters that run ``notebook`` on the fixtures (only those it declares)."""
+    stem = Path(notebook).stem
+    wanted = {
+        "data_root": str(env.data_root),
+        "n_samples": None,
+        "model": str(env.model),
+        "batch_size": 8,
+        "device": "cpu",
+        "precision": "fp32",
+        "seed": 0,
+        "cache_dir": str(env.cache_dir),
+        "fig_dir": str(Path(fig_dir)),
+        "results_path": str(env.results_dir / f"{stem}.json"),
+    }
+    for name, value in FIXTURE_OVERRIDES.get(stem, {}).items():
+        wanted[name] = value.format(env=env) if isinstance(value, str) else value
+    declared = declared_parameters(notebook)
+    return {k: v for k, v in wanted.items() if k in declared}
+
+
+def run_notebook(
+    notebook: str | os.PathLike,
+    output: str | os.PathLike,
+    parameters: dict,
+    *,
+    progress: bool = False,
+    timeout: int = 1800,
+) -> dict:
+    """Execute ``notebook`` with papermill into ``output``; return its results JSON (or {})."""
+    import papermill
+
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters=parameters,
+        progress_bar=progress,
+        cwd=str(Path(notebook).parent),
+        execution_timeout=timeout,
+        kernel_name="python3",
+    )
+    results = parameters.get("results_path")
+    return load_results(results) if results and Path(results).is_file() else {}
+
+
+def save_results(path: str | os.PathLike, results: dict) -> Path:
+    """Write a notebook's results as strict JSON (NaN -> null, numpy -> lists); return the path.
+
+    A relative ``path`` goes under the project root (:func:`clap_helpers.paths.resolve`).
+    Used by: the last cell of every notebook.
+    """
+    path = resolve(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(results), indent=1, allow_nan=False))
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _jsonable(value):
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return _jsonable(value.reset_index().to_dict(orient="records"))
+    if isinstance(value, pd.Series):
+        return _jsonable(value.to_dict())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

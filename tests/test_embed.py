@@ -1,0 +1,318 @@
+"""The embedding engine on the tiny CLAP: shapes, failures, determinism, windows, cache."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from clap_helpers import embed
+from clap_helpers.cache import CacheWarning, EmbeddingStore
+from clap_helpers.datasets import load
+from clap_helpers.embed import EmbeddingWarning, load_clap
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_clap, tmp_path_factory):
+    return load_clap(tiny_clap, cache_dir=tmp_path_factory.mktemp("cache"), num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def esc_paths(data_root):
+    clips, _ = load("esc50", data_root)
+    return list(clips["path"][:12])
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_audio_embeddings_shape_and_norm(enc, esc_paths):
+    emb = enc.embed_audio(esc_paths, batch_size=4, cache_dir=False)
+    assert emb.shape == (len(esc_paths), enc.dim) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert enc.failures == []
+
+
+def test_text_embeddings_shape_norm_and_spread(enc):
+    texts = ["This is a sound of dog.", "This is a sound of rain.", "A siren wails."]
+    emb = enc.embed_text(texts, cache_dir=False)
+    assert emb.shape == (3, enc.dim) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sims = emb @ emb.T
+    assert sims[np.triu_indices(3, 1)].max() < 0.95
+
+
+def test_matches_plain_transformers_path(enc, tiny_clap, esc_paths):
+    """Our front-end + batching give the embedding of ClapProcessor + get_audio_features."""
+    from transformers import ClapModel, ClapProcessor
+
+    from clap_helpers.audio import load_audio
+
+    model = ClapModel.from_pretrained(tiny_clap).eval()
+    processor = ClapProcessor.from_pretrained(tiny_clap)
+    clips = [load_audio(p) for p in esc_paths[:4]]  # 5 s clips: no random crop involved
+    inputs = processor(audio=clips, sampling_rate=48000, return_tensors="pt")
+    with torch.no_grad():
+        ref = model.get_audio_features(input_features=inputs["input_features"]).pooler_output
+    ours = enc.embed_audio(esc_paths[:4], cache_dir=False)
+    assert cosine_rows(ours, ref.numpy()).min() > 0.9999
+
+
+def test_text_matches_plain_transformers_path(enc, tiny_clap):
+    from transformers import ClapModel, ClapProcessor
+
+    model = ClapModel.from_pretrained(tiny_clap).eval()
+    processor = ClapProcessor.from_pretrained(tiny_clap)
+    texts = ["This is a sound of chirping birds.", "dog"]
+    with torch.no_grad():
+        tokens = processor(text=texts, padding=True, return_tensors="pt")
+        ref = model.get_text_features(**tokens).pooler_output.numpy()
+    assert cosine_rows(enc.embed_text(texts, cache_dir=False), ref).min() > 0.99999
+
+
+def test_bad_files_give_nan_rows_and_named_warnings(enc, esc_paths, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt garbage")
+    missing = tmp_path / "missing.wav"
+    paths = [esc_paths[0], str(broken), esc_paths[1], str(missing)]
+    with pytest.warns(EmbeddingWarning) as record:
+        emb = enc.embed_audio(paths, cache_dir=False)
+    messages = " ".join(str(w.message) for w in record)
+    assert "broken.wav" in messages and "missing.wav: file not found" in messages
+    assert "2 of 4 files could not be embedded" in messages
+    assert np.isnan(emb[[1, 3]]).all() and np.isfinite(emb[[0, 2]]).all()
+    assert [p for p, _ in enc.failures] == [str(broken), str(missing)]
+    good = enc.embed_audio([esc_paths[0], esc_paths[1]], cache_dir=False)
+    np.testing.assert_allclose(emb[[0, 2]], good, atol=1e-6)
+
+
+def test_silent_clip_is_reported_not_nan(enc, tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(48000, np.float32), 48000)
+    with pytest.warns(EmbeddingWarning, match="silence.wav: silent"):
+        emb = enc.embed_audio([path], cache_dir=False)
+    assert np.isfinite(emb).all()
+    assert enc.problems == [(str(path), "silent")] and enc.failures == []
+
+
+def test_two_runs_are_bit_identical(enc, esc_paths):
+    a = enc.embed_audio(esc_paths, batch_size=4, cache_dir=False)
+    b = enc.embed_audio(esc_paths, batch_size=4, cache_dir=False)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_worker_processes_give_the_same_result(tiny_clap, esc_paths, tmp_path):
+    in_process = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    with_workers = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=2)
+    np.testing.assert_array_equal(
+        in_process.embed_audio(esc_paths, batch_size=4, cache_dir=False),
+        with_workers.embed_audio(esc_paths, batch_size=4, cache_dir=False),
+    )
+
+
+def test_batched_equals_one_by_one(enc, esc_paths):
+    batched = enc.embed_audio(esc_paths, batch_size=8, cache_dir=False)
+    single = np.concatenate([enc.embed_audio([p], cache_dir=False) for p in esc_paths])
+    assert cosine_rows(batched, single).min() > 0.9999
+
+
+def _long_clip(path, seconds=25.0, sr=44100):
+    t = np.arange(int(seconds * sr)) / sr
+    x = np.sin(2 * np.pi * (300 + 40 * t) * t) * (0.3 + 0.2 * np.sin(2 * np.pi * 0.1 * t))
+    sf.write(path, x.astype(np.float32), sr)
+    return path
+
+
+def test_long_clips_average_consecutive_windows(tiny_clap, tmp_path):
+    path = _long_clip(tmp_path / "long.wav")
+    from clap_helpers.audio import load_audio
+
+    x = load_audio(path)
+    windows = [x[i : i + 480000] for i in range(0, x.size, 480000)]  # 10 s, 10 s, 5 s
+    assert [w.size for w in windows] == [480000, 480000, 240000]
+    enc = load_clap(tiny_clap, cache_dir=False, num_workers=0)
+    per_window = enc.embed_waveforms(windows)
+    expected = per_window.mean(axis=0)
+    expected /= np.linalg.norm(expected)
+    averaged = enc.embed_audio([path], cache_dir=False)[0]
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    first = load_clap(tiny_clap, window="first", cache_dir=False, num_workers=0)
+    np.testing.assert_allclose(
+        first.embed_audio([path], cache_dir=False)[0], per_window[0], atol=1e-5
+    )
+    # the same file twice: no random crop anywhere
+    np.testing.assert_array_equal(
+        enc.embed_audio([path], cache_dir=False), enc.embed_audio([path], cache_dir=False)
+    )
+
+
+def test_fused_model_is_deterministic(tiny_clap_fused, tmp_path, esc_paths):
+    long_path = _long_clip(tmp_path / "long.wav")
+    for window in ("average", "fusion"):
+        enc = load_clap(tiny_clap_fused, window=window, cache_dir=False, num_workers=0)
+        assert enc.fused
+        a = enc.embed_audio([esc_paths[0], long_path], cache_dir=False)
+        b = enc.embed_audio([esc_paths[0], long_path], cache_dir=False)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+        # a short clip alone gets is_longer=False (the extractor would pick it at random)
+        alone = enc.embed_audio([esc_paths[0]], cache_dir=False)
+        assert cosine_rows(alone, a[:1])[0] > 0.9999
+
+
+def test_fusion_window_needs_a_fused_model(tiny_clap):
+    with pytest.raises(ValueError, match="fused checkpoint"):
+        load_clap(tiny_clap, window="fusion")
+
+
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(embed, "cpu_has_fast_bf16", lambda: False)
+    assert embed.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(embed, "cpu_has_fast_bf16", lambda: True)
+    assert embed.resolve_precision("auto", cpu) == "bf16"
+    assert embed.resolve_precision("fp16", cpu) == "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        embed.resolve_precision("int8", cpu)
+    assert embed.resolve_device("auto").type in ("cuda", "mps", "cpu")
+
+
+def test_bf16_stays_close_to_fp32(tiny_clap, esc_paths):
+    enc = load_clap(tiny_clap, precision="fp32", cache_dir=False, num_workers=0)
+    assert enc.precision_check("bf16") > 0.99
+    low = load_clap(tiny_clap, precision="bf16", cache_dir=False, num_workers=0)
+    assert low.precision == "bf16"
+    ref = enc.embed_audio(esc_paths[:4], cache_dir=False)
+    assert cosine_rows(low.embed_audio(esc_paths[:4], cache_dir=False), ref).min() > 0.99
+
+
+# -- cache ------------------------------------------------------------------------------------
+
+
+class CountingForward:
+    """Wraps an encoder's window forward pass and counts the windows it embeds."""
+
+    def __init__(self, enc, fail_after: int | None = None):
+        self.enc, self.inner, self.windows, self.calls = enc, enc._audio_forward, 0, 0
+        self.fail_after = fail_after
+
+    def __call__(self, waveforms, lengths):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.windows += waveforms.shape[0]
+        return self.inner(waveforms, lengths)
+
+
+def test_cache_hit_skips_all_work(tiny_clap, esc_paths, tmp_path):
+    enc = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    first = enc.embed_audio(esc_paths)
+    enc._audio_forward = counter = CountingForward(enc)
+    again = enc.embed_audio(esc_paths)
+    assert counter.windows == 0
+    np.testing.assert_array_equal(first, again)
+    # a new encoder (new process, say) reads the same files
+    fresh = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    fresh._audio_forward = counter = CountingForward(fresh)
+    np.testing.assert_array_equal(fresh.embed_audio(esc_paths), first)
+    assert counter.windows == 0
+
+
+def test_cache_invalidated_by_file_change_and_settings(tiny_clap, esc_paths, tmp_path):
+    paths = [shutil.copy(p, tmp_path / f"{i}.wav") for i, p in enumerate(esc_paths[:3])]
+    enc = load_clap(tiny_clap, cache_dir=tmp_path / "cache", num_workers=0)
+    before = enc.embed_audio(paths)
+    # replace one file's content: only that one is recomputed, and its embedding changes
+    shutil.copy(esc_paths[5], paths[1])
+    enc._audio_forward = counter = CountingForward(enc)
+    after = enc.embed_audio(paths)
+    assert counter.windows == 1
+    np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
+    assert not np.allclose(after[1], before[1])
+    # another window mode or precision is another namespace
+    other = load_clap(tiny_clap, window="first", precision="bf16", cache_dir=tmp_path / "cache")
+    other._audio_forward = counter = CountingForward(other)
+    other.embed_audio(paths, num_workers=0)
+    assert counter.windows == 3
+
+
+def test_interrupted_run_resumes(tiny_clap, esc_paths, tmp_path):
+    enc = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    enc.cache_flush_every = 4
+    enc._audio_forward = CountingForward(enc, fail_after=2)  # dies in the 3rd batch
+    with pytest.raises(KeyboardInterrupt):
+        enc.embed_audio(esc_paths, batch_size=4)
+    resumed = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    resumed._audio_forward = counter = CountingForward(resumed)
+    emb = resumed.embed_audio(esc_paths, batch_size=4)
+    assert counter.windows == len(esc_paths) - 8  # the 2 finished batches came from the cache
+    full = load_clap(tiny_clap, cache_dir=False, num_workers=0).embed_audio(esc_paths, batch_size=4)
+    assert cosine_rows(emb, full).min() > 0.9999
+
+
+def test_corrupt_cache_chunk_is_recomputed(tiny_clap, esc_paths, tmp_path):
+    enc = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    good = enc.embed_audio(esc_paths[:4])
+    (chunk,) = list(tmp_path.rglob("chunk-*.npz"))
+    data = bytearray(chunk.read_bytes())
+    data[200:260] = bytes(60)  # damage the stored embeddings: the zip CRC no longer matches
+    chunk.write_bytes(bytes(data))
+    fresh = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    fresh._audio_forward = counter = CountingForward(fresh)
+    with pytest.warns(CacheWarning, match="recomputed"):
+        again = fresh.embed_audio(esc_paths[:4])
+    assert counter.windows == 4
+    np.testing.assert_array_equal(again, good)
+
+
+def test_foreign_chunk_is_rejected(tmp_path):
+    a = EmbeddingStore(tmp_path, "audio", {"model": "a"}, dim=3)
+    a.add(["k"], np.ones((1, 3), np.float32))
+    a.flush()
+    b = EmbeddingStore(tmp_path, "audio", {"model": "b"}, dim=3)
+    b.dir.mkdir(parents=True)
+    shutil.copy(next(a.dir.glob("chunk-*.npz")), b.dir / "chunk-copied.npz")
+    with pytest.warns(CacheWarning, match="belongs to namespace"):
+        found, _ = b.lookup(["k"])
+    assert not found.any()
+    found, rows = EmbeddingStore(tmp_path, "audio", {"model": "a"}, dim=3).lookup(["k", "x"])
+    assert found.tolist() == [True, False] and np.isnan(rows[1]).all()
+
+
+def test_store_never_keeps_nan_rows_and_compacts(tmp_path):
+    store = EmbeddingStore(tmp_path, "audio", {"m": 1}, dim=2, flush_every=1)
+    for i in range(5):
+        store.add([f"k{i}"], np.full((1, 2), np.nan if i == 2 else i, np.float32))
+    store.compact()
+    assert len(list(store.dir.glob("chunk-*.npz"))) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found, rows = EmbeddingStore(tmp_path, "audio", {"m": 1}, dim=2).lookup(
+            [f"k{i}" for i in range(5)]
+        )
+    assert found.tolist() == [True, True, False, True, True]
+    assert rows[4].tolist() == [4.0, 4.0]
+
+
+def test_text_cache(tiny_clap, tmp_path):
+    enc = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=0)
+    first = enc.embed_text(["a dog barks", "rain falls"])
+    calls = []
+    original = enc.model.get_text_features
+    enc.model.get_text_features = lambda **kw: calls.append(1) or original(**kw)
+    again = enc.embed_text(["rain falls", "a dog barks", "a new text"])
+    assert len(calls) == 1  # only "a new text" went through the model
+    np.testing.assert_array_equal(again[:2], first[::-1])
+
+
+def test_embed_on_fixture_dataset_with_a_bad_track(tiny_clap, data_root, tmp_path):
+    clips, _ = load("fma_small", data_root)
+    enc = load_clap(tiny_clap, cache_dir=tmp_path, num_workers=1)
+    with pytest.warns(EmbeddingWarning, match="truncated"):
+        emb = enc.embed_audio(clips["path"], batch_size=4)
+    assert np.isnan(emb).any(axis=1).sum() == 1 == len(enc.failures)

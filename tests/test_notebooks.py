@@ -1,0 +1,44 @@
+"""Every numbered notebook: stored clean, and run end to end by papermill on the fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from clap_helpers import runner
+
+# Results keys each notebook's last cell must record. A notebook missing here fails
+# test_every_notebook_is_tested, so no notebook goes untested.
+EXPECTED_RESULTS = {
+    "02_esc50_zeroshot": ["top1", "top3", "top5", "n", "n_failed", "per_fold_top1"],
+}
+
+NOTEBOOKS = runner.list_notebooks()
+
+
+def test_every_notebook_is_tested():
+    assert NOTEBOOKS, "no notebooks found"
+    assert {nb.stem for nb in NOTEBOOKS} == set(EXPECTED_RESULTS)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_clean(notebook):
+    assert runner.stored_problems(notebook) == []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_fixtures(
+    notebook, fixture_env, data_root, tiny_clap, tiny_clap_fused, tmp_path
+):
+    fig_dir = tmp_path / "figs"
+    params = runner.fixture_parameters(notebook, fixture_env, fig_dir)
+    # results and executed copies go to this test's folder; data, models and cache are shared
+    params["results_path"] = str(tmp_path / f"{notebook.stem}.json")
+    results = runner.run_notebook(notebook, tmp_path / notebook.name, params)
+    assert results.get("notebook") == notebook.stem
+    missing = [k for k in EXPECTED_RESULTS[notebook.stem] if k not in results]
+    assert not missing, f"results JSON lacks {missing}"
+    assert results.get("figures"), "the notebook recorded no figure"
+    for name in results["figures"]:
+        figure = fig_dir / name
+        assert figure.is_file() and figure.stat().st_size > 1000, f"{figure} missing or empty"
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
