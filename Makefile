@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # CUDA packages; override on a GPU machine, e.g. `make demo TORCH=torch`.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint clean bench
+.PHONY: venv demo test lint clean bench chromium
 
 venv: $(STAMP)
 
@@ -25,7 +25,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check clap_helpers tests benchmarks
 	$(VENV)/bin/ruff format --check clap_helpers tests benchmarks
 
-test: lint
+# The browser test of the web app drives Debian's chromium (needs root or sudo to install; the
+# test skips with a clear reason where chromium cannot be had).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium \
+	  || echo "chromium could not be installed: the browser test will be skipped"; }
+
+test: lint chromium
 	$(PY) -m pytest
 
 bench: $(STAMP)
