@@ -38,6 +38,7 @@ COMMON_PARAMETERS = (
 # FixtureEnv attributes as "{env.attr}".
 FIXTURE_OVERRIDES: dict[str, dict] = {
     "05_fma": {"music_model": "{env.model}"},
+    "08_adaptation": {"n_robust": 12, "snrs": [10, 0], "background_classes": ["rain"], "top_n": 8},
 }
 
 

@@ -10,6 +10,27 @@ from clap_helpers import runner
 # test_every_notebook_is_tested, so no notebook goes untested.
 EXPECTED_RESULTS = {
     "02_esc50_zeroshot": ["top1", "top3", "top5", "n", "n_failed", "per_fold_top1"],
+    "08_adaptation": ["modes", "comparison", "robustness", "tau_sweep", "n_soundscapes"],
+    "10_sound_search": ["n_clips", "text_hits", "top1_label", "example_hits", "text_to_text"],
+}
+
+# Checks of the numbers themselves on the fixtures. The tiny CLAP is random, so zero-shot is near
+# chance, but the fixture classes sound different: methods that learn from labelled embeddings
+# must separate them, which a label mix-up anywhere in the pipeline would prevent.
+CHECKS = {
+    "02_esc50_zeroshot": lambda r: r["n"] == 50 and r["n_failed"] == 0,
+    "08_adaptation": lambda r: (
+        r["modes"]["linear"]["mean"] >= 0.5
+        and r["modes"]["sv"]["mean"] >= 0.5
+        and set(r["modes"]) == {"zs", "tgap", "sv", "linear"}
+        and r["n_soundscapes"] == 24
+    ),
+    "10_sound_search": lambda r: (
+        r["n_clips"] == 50
+        and len(r["text_hits"]) == len(r["top1_label"]) * r["top_k"]
+        and len(r["example_hits"]) == r["top_k"]
+        and len(r["text_to_text"]) > 0
+    ),
 }
 
 NOTEBOOKS = runner.list_notebooks()
@@ -37,6 +58,8 @@ def test_notebook_runs_on_fixtures(
     assert results.get("notebook") == notebook.stem
     missing = [k for k in EXPECTED_RESULTS[notebook.stem] if k not in results]
     assert not missing, f"results JSON lacks {missing}"
+    check = CHECKS.get(notebook.stem)
+    assert check is None or check(results), f"unexpected results: {results}"
     assert results.get("figures"), "the notebook recorded no figure"
     for name in results["figures"]:
         figure = fig_dir / name
