@@ -86,7 +86,10 @@ def load(
             f"`bash dataset.sh {name} --dest {root}` (or pass the folder that holds it as root)."
         )
     clips = _LOADERS[name](root, meta)
-    classes = sorted(clips["label"].unique())
+    # every class a clip carries, not only primary labels (an AudioSet class may only ever be a
+    # clip's second label)
+    every = clips["labels"].explode() if "labels" in clips else clips["label"]
+    classes = sorted(every.dropna().unique())
     clips["target"] = clips["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
     clips.insert(0, "dataset", name)
     clips = clips.reset_index(drop=True)

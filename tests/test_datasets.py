@@ -84,6 +84,18 @@ def test_audioset_multilabel(data_root):
     assert audio_info(clips["path"].iloc[0])["duration"] == 10.0
 
 
+def test_audioset_class_only_seen_as_second_label(tmp_path, data_root):
+    shutil.copytree(data_root / "audioset", tmp_path / "audioset")
+    manifest = tmp_path / "audioset" / "manifest.csv"
+    table = pd.read_csv(manifest)
+    table.loc[0, "labels"] = table.loc[0, "labels"] + ";Pigeon, dove"
+    table.to_csv(manifest, index=False)
+    clips, classes = load("audioset", tmp_path)
+    assert "Pigeon, dove" in classes and "Pigeon, dove" not in set(clips["label"])
+    matrix = datasets.label_matrix(clips, classes)
+    assert matrix[:, classes.index("Pigeon, dove")].sum() == 1
+
+
 def test_label_matrix_single_label(data_root):
     clips, classes = load("esc50", data_root)
     matrix = datasets.label_matrix(clips, classes)

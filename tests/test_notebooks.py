@@ -9,7 +9,10 @@ from clap_helpers import runner
 # Results keys each notebook's last cell must record. A notebook missing here fails
 # test_every_notebook_is_tested, so no notebook goes untested.
 EXPECTED_RESULTS = {
+    "01_download": ["present", "missing", "status", "datasets", "class_balance", "example"],
     "02_esc50_zeroshot": ["top1", "top3", "top5", "n", "n_failed", "per_fold_top1"],
+    "03_augmented_labels": ["strategies", "top1", "best_strategy", "gains", "losses"],
+    "04_urbansound8k_topk": ["top1", "top3", "top5", "n", "n_failed", "per_fold_top1"],
     "08_adaptation": ["modes", "comparison", "robustness", "tau_sweep", "n_soundscapes"],
     "10_sound_search": ["n_clips", "text_hits", "top1_label", "example_hits", "text_to_text"],
 }
@@ -18,7 +21,14 @@ EXPECTED_RESULTS = {
 # chance, but the fixture classes sound different: methods that learn from labelled embeddings
 # must separate them, which a label mix-up anywhere in the pipeline would prevent.
 CHECKS = {
+    "01_download": lambda r: len(r["present"]) == 4 and not r["missing"],
     "02_esc50_zeroshot": lambda r: r["n"] == 50 and r["n_failed"] == 0,
+    "03_augmented_labels": lambda r: (
+        r["n"] == 50 and set(r["top1"]) == {"label", "template", "descriptive", "ensemble"}
+    ),
+    "04_urbansound8k_topk": lambda r: (
+        r["n"] == 40 and r["n_failed"] == 0 and r["top1"] <= r["top3"] <= r["top5"]
+    ),
     "08_adaptation": lambda r: (
         r["modes"]["linear"]["mean"] >= 0.5
         and r["modes"]["sv"]["mean"] >= 0.5
