@@ -265,7 +265,7 @@ class ClapEncoder:
     def logit_scale(self) -> float:
         """exp of the model's audio logit scale: ``softmax(logit_scale * cosine)`` as in the HF
         pipeline."""
-        return float(self.model.logit_scale_a.exp())
+        return float(self.model.logit_scale_a.detach().exp())
 
     # -- cache namespaces ---------------------------------------------------------------------
     def audio_namespace(self) -> dict:

@@ -13,6 +13,16 @@ EXPECTED_RESULTS = {
     "02_esc50_zeroshot": ["top1", "top3", "top5", "n", "n_failed", "per_fold_top1"],
     "03_augmented_labels": ["strategies", "top1", "best_strategy", "gains", "losses"],
     "04_urbansound8k_topk": ["top1", "top3", "top5", "n", "n_failed", "per_fold_top1"],
+    "05_fma": ["n", "n_failed", "top1", "top3", "text_max_cosine", "per_split_top1", "window_demo"],
+    "06_audioset_subset": [
+        "mAP",
+        "top1_hit",
+        "top3_hit",
+        "top5_hit",
+        "top1_primary",
+        "per_class_ap",
+    ],
+    "07_tsne": ["datasets", "skipped"],
     "08_adaptation": ["modes", "comparison", "robustness", "tau_sweep", "n_soundscapes"],
     "10_sound_search": ["n_clips", "text_hits", "top1_label", "example_hits", "text_to_text"],
 }
@@ -28,6 +38,20 @@ CHECKS = {
     ),
     "04_urbansound8k_topk": lambda r: (
         r["n"] == 40 and r["n_failed"] == 0 and r["top1"] <= r["top3"] <= r["top5"]
+    ),
+    "05_fma": lambda r: (
+        r["n"] == 9
+        and set(r["n_failed"].values()) == {1}  # the truncated fixture track, named and skipped
+        and all(r["top3"][k] >= r["top1"][k] for k in r["top1"])
+        and max(r["text_max_cosine"].values()) < 0.99
+    ),
+    "06_audioset_subset": lambda r: (
+        r["n"] == 16 and r["top1_hit"] <= r["top3_hit"] <= r["top5_hit"] == 1.0
+    ),
+    "07_tsne": lambda r: (
+        r["skipped"] == []
+        and {k: v["n"] for k, v in r["datasets"].items()}
+        == {"esc50": 50, "urbansound8k": 40, "fma_small": 8, "audioset": 16}
     ),
     "08_adaptation": lambda r: (
         r["modes"]["linear"]["mean"] >= 0.5
