@@ -39,6 +39,7 @@ COMMON_PARAMETERS = (
 FIXTURE_OVERRIDES: dict[str, dict] = {
     "05_fma": {"music_model": "{env.model}"},
     "08_adaptation": {"n_robust": 12, "snrs": [10, 0], "background_classes": ["rain"], "top_n": 8},
+    "09_cnn_baseline": {"epochs": 2, "cnn_model": "cnn4", "window_s": 2.0},
 }
 
 

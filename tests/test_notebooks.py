@@ -24,6 +24,7 @@ EXPECTED_RESULTS = {
     ],
     "07_tsne": ["datasets", "skipped"],
     "08_adaptation": ["modes", "comparison", "robustness", "tau_sweep", "n_soundscapes"],
+    "09_cnn_baseline": ["accuracy", "f1", "per_fold", "comparison", "n_clips", "n_failed"],
     "10_sound_search": ["n_clips", "text_hits", "top1_label", "example_hits", "text_to_text"],
 }
 
@@ -58,6 +59,12 @@ CHECKS = {
         and r["modes"]["sv"]["mean"] >= 0.5
         and set(r["modes"]) == {"zs", "tgap", "sv", "linear"}
         and r["n_soundscapes"] == 24
+    ),
+    "09_cnn_baseline": lambda r: (
+        r["n_clips"] == 50
+        and r["epochs"] == 2
+        and 0 <= r["accuracy"]["cnn4"] <= 1
+        and len(r["comparison"]) >= 3
     ),
     "10_sound_search": lambda r: (
         r["n_clips"] == 50
