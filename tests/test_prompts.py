@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clap_helpers import prompts as pr
+from clap_helpers.download import AUDIOSET_CLASSES
 
 ESC50 = (
     "dog rooster pig cow frog cat hen insects sheep crow rain sea_waves crackling_fire crickets "
@@ -31,30 +32,7 @@ FMA = [
     "Pop",
     "Rock",
 ]
-AUDIOSET = [
-    "Aircraft",
-    "Baby cry, infant cry",
-    "Bird",
-    "Car",
-    "Cat",
-    "Child speech, kid speaking",
-    "Dog",
-    "Drum",
-    "Electric guitar",
-    "Explosion",
-    "Fart",
-    "Female speech, woman speaking",
-    "Glass",
-    "Guitar",
-    "Helicopter",
-    "Male speech, man speaking",
-    "Pigeon, dove",
-    "Ringtone",
-    "Siren",
-    "Telephone",
-    "Walk, footsteps",
-    "Water",
-]
+AUDIOSET = list(AUDIOSET_CLASSES)  # the default subset dataset.sh downloads
 
 
 @pytest.mark.parametrize(
