@@ -19,12 +19,15 @@ __version__ = "0.1.0"
 # One module per concern; see usage.md for the notebooks that use each.
 _SUBMODULES = (
     "adapt",
+    "app",
     "audio",
     "cache",
     "cnn",
+    "compare",
     "datasets",
     "download",
     "embed",
+    "explore",
     "fixtures",
     "frontend",
     "paths",
@@ -34,6 +37,7 @@ _SUBMODULES = (
     "runner",
     "search",
     "soundscape",
+    "training",
     "zeroshot",
 )
 # Names re-exported at the top level: name -> submodule that defines it.
