@@ -526,6 +526,7 @@ def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
     seconds, used = time.perf_counter() - t0, usage.stop()
     clips_done = batches * batch_size
     return {
+        "batch_size": batch_size,
         "clips": clips_done,
         "batches": batches,
         "seconds": seconds,
@@ -616,12 +617,14 @@ def measure(plan: dict) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    n_floor = (
-        args.floor_clips
-        or args.batch_size * FLOOR_BATCHES["cpu" if device.type == "cpu" else "other"]
+    # The floor runs at the batch size the pipeline's model calls really use: embed_audio decodes
+    # `batch_size` clips at a time but, on a CPU, calls the model on enc.model_batch_size windows.
+    model_batch = min(args.batch_size, enc.model_batch_size or args.batch_size)
+    n_floor = args.floor_clips or max(
+        64, model_batch * FLOOR_BATCHES["cpu" if device.type == "cpu" else "other"]
     )
-    log(f"forward-only floor: {n_floor} clips in batches of {args.batch_size}")
-    res["floor"] = run_floor(enc, paths, args.batch_size, n_floor, device)
+    log(f"forward-only floor: {n_floor} clips in model batches of {model_batch}")
+    res["floor"] = run_floor(enc, paths, model_batch, n_floor, device)
     for bs in args.sweep or []:
         log(f"forward-only floor, batch size {bs}")
         res.setdefault("floor_sweep", []).append(
@@ -731,7 +734,7 @@ def report(res: dict) -> str:
         ("naive loop (decode, numpy extractor, bs 1, fp32)", res["naive"]),
         (f"pipeline, small run (embed_audio, bs {s['batch_size']})", res["pipeline_small"]),
         (f"pipeline (embed_audio, bs {s['batch_size']}, empty cache)", res["pipeline"]),
-        (f"forward-only floor (bs {s['batch_size']}, {s['precision']})", res["floor"]),
+        (f"forward-only floor (bs {res['floor']['batch_size']}, {s['precision']})", res["floor"]),
         ("cached re-run (all hits)", res["cached"]),
     ]
     stages += [

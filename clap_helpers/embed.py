@@ -42,6 +42,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 WINDOW_MODES = ("average", "first", "fusion")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
+_CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 
 
 class EmbeddingWarning(UserWarning):
@@ -173,7 +174,7 @@ def _model_revision(model_id: str, model: torch.nn.Module, revision: str | None)
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes one file per item in a worker: -> (index, waveform (T,) float32 or None, problems)."""
+    """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes)."""
 
     def __init__(self, paths: Sequence[str], rows: Sequence[int], int16_roundtrip: bool):
         self.paths = list(paths)
@@ -194,8 +195,10 @@ class _DecodeDataset(torch.utils.data.Dataset):
                 return row, None, [exc.reason]
         if self.int16_roundtrip:
             x = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
-        # load_audio's warnings start with the path: keep only the reason, re-emitted in the parent
-        return row, x, [str(w.message).removeprefix(f"{path}: ") for w in caught]
+        # load_audio's warnings start with the path: keep only the reason, re-emitted in the parent.
+        # A tensor (not an array) travels to the parent through shared memory instead of a pipe.
+        notes = [str(w.message).removeprefix(f"{path}: ") for w in caught]
+        return row, torch.from_numpy(x), notes
 
 
 def _collate(items):
@@ -217,6 +220,7 @@ class ClapEncoder:
         failures: ``[(path, reason)]`` of the files the last :meth:`embed_audio` call could not
             embed (their rows are NaN).
         cache_flush_every: rows per cache chunk; an interrupted run redoes at most this many.
+        model_batch_size: windows per model call (4 on CPU, None elsewhere: ``batch_size``).
         problems: ``[(path, problem)]`` of files that were embedded but are suspicious (silent,
             NaN samples set to 0), from the last call.
     """
@@ -254,6 +258,9 @@ class ClapEncoder:
         self.failures: list[tuple[str, str]] = []
         self.problems: list[tuple[str, str]] = []
         self.cache_flush_every = 256  # rows per cache chunk: at most this much work is redone
+        # Windows per model call. On a CPU, small batches are faster than large ones (fewer page
+        # faults from large activations; see usage.md, Performance); elsewhere: batch_size.
+        self.model_batch_size: int | None = _CPU_MODEL_BATCH if device.type == "cpu" else None
 
     def __repr__(self) -> str:
         return (
@@ -316,10 +323,14 @@ class ClapEncoder:
         emb = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 4.x
         return F.normalize(emb.float(), dim=-1).cpu()
 
-    def _clip_windows(self, waveform: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model inputs of one clip: (W, T) windows and (W,) true lengths."""
-        x = torch.from_numpy(waveform)
-        if self.window == "fusion":
+    def _clip_windows(self, waveform) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs of one clip (T,) array or tensor: (W, T') windows and (W,) true lengths.
+
+        A clip that fits one window is passed as it is (the front-end fills it by its padding
+        rule), so a batch is only padded to its longest clip, not to 10 s.
+        """
+        x = torch.as_tensor(waveform)
+        if self.window == "fusion" or x.shape[0] <= self.frontend.max_length:
             return x[None], torch.tensor([x.shape[0]])
         windows, lengths = split_windows(x, self.frontend.max_length)
         if self.window == "first":
@@ -339,8 +350,10 @@ class ClapEncoder:
             rows.append(self._embed_decoded(pending, batch_size))
         return np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
 
-    def _embed_decoded(self, clips: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        """Clip embeddings (len(clips), D): windows batched ``batch_size`` at a time, pooled."""
+    def _embed_decoded(self, clips: Sequence, batch_size: int) -> np.ndarray:
+        """Clip embeddings (len(clips), D) of waveforms (T,): windows go to the model
+        ``min(batch_size, model_batch_size)`` at a time; a clip's windows are pooled."""
+        batch_size = min(batch_size, self.model_batch_size or batch_size)
         owners, windows, lengths = [], [], []
         for i, x in enumerate(clips):
             w, n = self._clip_windows(x)

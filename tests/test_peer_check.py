@@ -1,0 +1,46 @@
+"""Peer check: our zero-shot predictions equal transformers' own zero-shot audio pipeline.
+
+The pipeline decodes nothing itself, embeds one clip per call with ``ClapFeatureExtractor`` and
+scores with a softmax over ``logit_scale * cosine``. Fed the same 48 kHz waveforms, model and
+template, it must pick the same class as ``ch.zeroshot`` on our batched, cached embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clap_helpers import zeroshot
+from clap_helpers.audio import load_audio
+from clap_helpers.datasets import load
+from clap_helpers.embed import load_clap
+from clap_helpers.prompts import TEMPLATES, clean_label
+
+TEMPLATE = TEMPLATES["default"]  # "This is a sound of {}.", the pipeline's own default too
+
+
+@pytest.mark.parametrize("dataset", ["esc50", "urbansound8k"])
+def test_predictions_equal_the_transformers_pipeline(dataset, data_root, tiny_clap, tmp_path):
+    from transformers import pipeline
+
+    clips, classes = load(dataset, data_root)
+    labels = [clean_label(c) for c in classes]
+    enc = load_clap(tiny_clap, device="cpu", precision="fp32", cache_dir=tmp_path)
+    audio_emb = enc.embed_audio(clips["path"], batch_size=8)
+    text_emb = enc.embed_text([TEMPLATE.format(label) for label in labels])
+    ours = zeroshot.evaluate(audio_emb, clips["target"].to_numpy(), text_emb)["predictions"]
+
+    classifier = pipeline("zero-shot-audio-classification", model=str(tiny_clap), device="cpu")
+    theirs = []
+    for path in clips["path"]:
+        out = classifier(load_audio(path), candidate_labels=labels, hypothesis_template=TEMPLATE)
+        theirs.append(labels.index(out[0]["label"]))
+    theirs = np.array(theirs)
+
+    assert len(set(theirs)) > 1, "a degenerate model would make this check vacuous"
+    np.testing.assert_array_equal(ours, theirs)
+    # and the probabilities: softmax(logit_scale * cosine), as the pipeline computes them
+    probs = zeroshot.scores(audio_emb[:1], text_emb, logit_scale=enc.logit_scale)[0]
+    first = classifier(load_audio(clips["path"][0]), candidate_labels=labels)
+    expected = {d["label"]: d["score"] for d in first}
+    np.testing.assert_allclose(probs, [expected[label] for label in labels], atol=1e-4)
