@@ -20,20 +20,54 @@ from pathlib import Path
 from .paths import project_root
 from .runner import FixtureEnv, fixture_parameters, list_notebooks, run_notebook
 
-# Scalar results shown in the summary, in this order, when a notebook records them.
-SUMMARY_KEYS = ("n", "n_failed", "top1", "top3", "top5", "mAP", "top1_hit", "best", "epochs")
+# Results shown in the summary, in this order, when a notebook records them. A dict of numbers
+# (one per prompt strategy, model run or method) is shown entry by entry; a dict of records by
+# their "mean" (or "n"); a list by its length.
+SUMMARY_KEYS = (
+    "present",
+    "datasets",
+    "n",
+    "n_clips",
+    "n_failed",
+    "top1",
+    "top3",
+    "top5",
+    "mAP",
+    "top1_hit",
+    "modes",
+    "accuracy",
+    "best_strategy",
+    "epochs",
+)
+
+
+def _short(value) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (int, str)):
+        return str(value)
+    if isinstance(value, list):
+        return str(len(value))
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            v = v.get("mean", v.get("n")) if isinstance(v, dict) else v
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                parts.append(f"{k} {_short(v)}")
+        return "{" + ", ".join(parts) + "}" if parts else None
+    return None
 
 
 def summarise(results: dict) -> str:
-    """One line of the key scalar numbers of a results JSON."""
+    """One line of a results JSON's key numbers (see SUMMARY_KEYS)."""
     parts = []
     for key in SUMMARY_KEYS:
-        value = results.get(key)
-        if isinstance(value, float):
-            parts.append(f"{key} {value:.3f}")
-        elif isinstance(value, (int, str)) and not isinstance(value, bool):
-            parts.append(f"{key} {value}")
-    return ", ".join(parts) or "(no scalar results)"
+        text = _short(results.get(key))
+        if text is not None:
+            parts.append(f"{key} {text}")
+    return "; ".join(parts) or "(no summary numbers)"
 
 
 def main(argv: list[str] | None = None) -> int:
