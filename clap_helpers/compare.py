@@ -497,19 +497,15 @@ def collect_embeddings(
     A dataset that is not on disk is skipped with a note through ``log`` naming its
     ``bash dataset.sh NAME`` command. Raises ``DatasetNotFoundError`` (naming every command)
     when none is present; an unknown name raises ``ValueError``."""
-    from .datasets import DatasetNotFoundError, load
+    from .datasets import DatasetNotFoundError, download_command, load_available
     from .paths import resolve
     from .prompts import clean_label, descriptive_prompts
 
+    loaded, missing = load_available(names, data_root, n_samples=n_samples, seed=seed)
+    for name, message in missing.items():
+        log(f"skipping {name}: {message}")
     out: dict[str, DatasetEmbeddings] = {}
-    missing = []
-    for name in names:
-        try:
-            clips, classes = load(name, data_root, n_samples=n_samples, seed=seed)
-        except DatasetNotFoundError as exc:
-            missing.append(name)
-            log(f"skipping {name}: {exc}")
-            continue
+    for name, (clips, classes) in loaded.items():
         audio = enc.embed_audio(clips["path"], batch_size=batch_size)
         texts = {
             "label": enc.embed_text([clean_label(c) for c in classes]),
@@ -520,7 +516,7 @@ def collect_embeddings(
         log(f"{name}: {len(clips)} clips, {len(classes)} classes, {failed} failed")
     if not out:
         root = resolve(data_root)
-        commands = "; ".join(f"`bash dataset.sh {n} --dest {root}`" for n in missing)
+        commands = "; ".join(f"`{download_command(n, root)}`" for n in missing)
         raise DatasetNotFoundError(
             f"none of the datasets {list(names)} is downloaded under {root}. "
             f"Download at least one: {commands}"

@@ -23,8 +23,9 @@ Used by: every notebook (01_download to 10_sound_search) and ``make demo``.
 from __future__ import annotations
 
 import os
+import shlex
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def load(
     if not meta.is_file():
         raise DatasetNotFoundError(
             f"{name} not found: {meta} does not exist. Download it with "
-            f"`bash dataset.sh {name} --dest {root}` (or pass the folder that holds it as root)."
+            f"`{download_command(name, root)}` (or pass the folder that holds it as root)."
         )
     clips = _LOADERS[name](root, meta)
     # every class a clip carries, not only primary labels (an AudioSet class may only ever be a
@@ -98,6 +99,36 @@ def load(
         clips = stratified_subset(clips, n_samples, seed=seed)
     first = ["path", "label", "target", "fold", "dataset"]
     return clips[first + [c for c in clips.columns if c not in first]], classes
+
+
+def download_command(name: str, dest: str | os.PathLike = "downloads") -> str:
+    """The shell command that downloads dataset ``name`` into ``dest``, e.g.
+    ``bash dataset.sh esc50 --dest downloads`` (run from the repository root)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    return f"bash dataset.sh {name} --dest {shlex.quote(str(dest))}"
+
+
+def load_available(
+    names: Iterable[str],
+    root: str | os.PathLike = "downloads",
+    n_samples: int | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, tuple[pd.DataFrame, list[str]]], dict[str, str]]:
+    """Load every dataset of ``names`` that is on disk under ``root``.
+
+    Returns ``(loaded, missing)``: ``loaded[name] = (clips, classes)`` as :func:`load` gives
+    them (same ``n_samples``/``seed`` subset), in the order of ``names``; ``missing[name]`` is the
+    loader's message, which names the ``bash dataset.sh`` command. Unknown names raise
+    ``ValueError``. Used by: notebooks 01, 07 and 10 and the web app.
+    """
+    loaded, missing = {}, {}
+    for name in dict.fromkeys(names):
+        try:
+            loaded[name] = load(name, root, n_samples, seed)
+        except DatasetNotFoundError as exc:
+            missing[name] = str(exc)
+    return loaded, missing
 
 
 def _load_esc50(root: Path, meta: Path) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 What the other modules do not cover and notebooks 01, 03 and 04 need:
 
 - 01_download: which of the four datasets are on disk and how to get the others
-  (:func:`download_plan`, :func:`fetch_missing`, :func:`load_available`), a per-dataset summary of
+  (:func:`download_plan`, :func:`fetch_missing`; loading is
+  :func:`clap_helpers.datasets.load_available`), a per-dataset summary of
   clips, classes, folds and durations (:func:`clip_durations`, :func:`overview_table`), class
   balance tables and figures (:func:`class_balance`, :func:`balance_summary`,
   :func:`class_balance_figure`, :func:`duration_figure`), and an example
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,13 +44,11 @@ __all__ = [
     "balance_summary",
     "class_balance_figure",
     "clip_durations",
-    "download_command",
     "download_plan",
     "duration_figure",
     "evaluate_strategies",
     "fetch_missing",
     "gains_and_losses",
-    "load_available",
     "on_disk",
     "overview_table",
     "per_class_topk",
@@ -74,11 +72,20 @@ DOWNLOAD_SIZES = {
     "audioset": "up to about 0.9 GB (20 clips per class and split), via yt-dlp + ffmpeg",
 }
 
-# Published zero-shot top-1 accuracies (fractions) for the default template prompt.
-PUBLISHED_TOP1 = {
-    "esc50": {"LAION-CLAP paper": 0.910, "clap-htsat-unfused, transformers re-run": 0.9155},
-    "urbansound8k": {"LAION-CLAP paper": 0.770, "clap-htsat-unfused, transformers re-run": 0.7516},
-}
+
+# Published zero-shot top-1 accuracies (fractions) of laion/clap-htsat-unfused and its paper,
+# from the one table of published numbers, clap_helpers.adapt.published_table().
+def _published_top1() -> dict[str, dict[str, float]]:
+    from .adapt import published_table
+
+    table = published_table().iloc[:2]  # the LAION-CLAP paper and the transformers re-run
+    return {
+        name: dict(zip(table["model"], table[column] / 100.0, strict=True))
+        for name, column in (("esc50", "esc50_zs"), ("urbansound8k", "us8k_zs"))
+    }
+
+
+PUBLISHED_TOP1 = _published_top1()
 _DATASET_ALIASES = {"us8k": "urbansound8k", "esc-50": "esc50", "fma": "fma_small"}
 
 
@@ -89,12 +96,6 @@ def _check_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- what is on disk
-def download_command(name: str, dest: str | os.PathLike = "downloads") -> str:
-    """The shell command that downloads dataset ``name`` into ``dest`` (01_download), e.g.
-    ``bash dataset.sh esc50 --dest downloads``; run it from the repository root."""
-    return f"bash dataset.sh {_check_name(name)} --dest {shlex.quote(str(dest))}"
-
-
 def on_disk(name: str, data_root: str | os.PathLike = "downloads") -> bool:
     """True when dataset ``name``'s metadata file, the one the loader reads, exists under
     ``data_root`` (01_download). Audio files are not checked here (see :func:`overview_table`)."""
@@ -112,7 +113,7 @@ def download_plan(
             "on_disk": on_disk(name, data_root),
             "contents": CONTENTS[name],
             "size": DOWNLOAD_SIZES[name],
-            "command": download_command(name, data_root),
+            "command": datasets.download_command(name, data_root),
         }
         for name in names
     }
@@ -143,7 +144,7 @@ def fetch_missing(
         if on_disk(name, data_root):
             status[name] = "on disk"
         elif not download:
-            status[name] = f"missing: {download_command(name, data_root)}"
+            status[name] = f"missing: {datasets.download_command(name, data_root)}"
         else:
             try:
                 fetch(name, dest=resolve(data_root))
@@ -153,27 +154,6 @@ def fetch_missing(
                 ok = on_disk(name, data_root)
                 status[name] = "downloaded" if ok else "download failed: metadata still missing"
     return status
-
-
-def load_available(
-    names: Iterable[str],
-    data_root: str | os.PathLike = "downloads",
-    n_samples: int | None = None,
-    seed: int = 0,
-) -> tuple[dict[str, tuple[pd.DataFrame, list[str]]], dict[str, str]]:
-    """Load every dataset of ``names`` that is on disk (01_download).
-
-    Returns ``(loaded, missing)``: ``loaded[name] = (clips, classes)`` as
-    :func:`clap_helpers.datasets.load` gives them (same ``n_samples``/``seed`` subset), in the
-    order of ``names``; ``missing[name]`` is the loader's message, which names the
-    ``bash dataset.sh`` command. Unknown names raise ``ValueError``."""
-    loaded, missing = {}, {}
-    for name in names:
-        try:
-            loaded[_check_name(name)] = datasets.load(name, data_root, n_samples, seed)
-        except datasets.DatasetNotFoundError as exc:
-            missing[name] = str(exc)
-    return loaded, missing
 
 
 # -------------------------------------------------------------------------------- summaries

@@ -313,23 +313,6 @@ def ap_bars(
 
 
 # ---------------------------------------------------------------------------------- audio panels
-def _mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """(n_fft // 2 + 1, n_mels) triangular filters on the HTK mel scale, peak 1."""
-
-    def hz_to_mel(f: Any) -> Any:
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def mel_to_hz(m: Any) -> Any:
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    freqs = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-    lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
-    up = (freqs[:, None] - lo) / np.maximum(mid - lo, 1e-9)
-    down = (hi - freqs[:, None]) / np.maximum(hi - mid, 1e-9)
-    return np.clip(np.minimum(up, down), 0.0, None)
-
-
 def compute_logmel(
     waveform: Any,
     sr: int,
@@ -338,23 +321,26 @@ def compute_logmel(
     n_mels: int = 64,
     fmax: float = 14000.0,
 ) -> np.ndarray:
-    """A simple log-mel spectrogram for display, (frames, n_mels) in dB (power, floor -100 dB).
+    """Log-mel spectrogram of a whole clip for display, (frames, n_mels) in dB (floor -100 dB).
 
-    torch STFT (Hann window, centred) and HTK triangular filters from 0 to min(fmax, sr/2) Hz. At
-    48 kHz the framing matches the CLAP feature extractor (hop 480 = 10 ms, n_fft 1024, 64 mels);
-    this is not its exact front-end (no Slaney norm), only a picture."""
+    The CLAP front-end's own maths (:meth:`clap_helpers.frontend.LogMelFrontend.log_mel`: Hann
+    STFT, Slaney mel filters from 0 to min(fmax, sr / 2) Hz), without the 10 s window or padding
+    rule, so the picture shows the clip as it is."""
     import torch
 
-    w = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
-    if w.numel() < n_fft:
-        w = torch.nn.functional.pad(w, (0, n_fft - w.numel()))
-    spec = torch.stft(
-        w, n_fft, hop_length, window=torch.hann_window(n_fft), center=True, return_complex=True
+    from .frontend import LogMelFrontend
+
+    w = torch.as_tensor(np.asarray(waveform, dtype=np.float32).reshape(-1))
+    if w.numel() <= n_fft // 2:  # reflect padding needs a little more than half a frame
+        w = torch.nn.functional.pad(w, (0, n_fft // 2 + 1 - w.numel()))
+    frontend = LogMelFrontend(
+        sampling_rate=sr,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        n_mels=n_mels,
+        f_max=min(fmax, sr / 2),
     )
-    power = (spec.abs() ** 2).numpy().astype(np.float64)  # (freq, frames)
-    fb = _mel_filterbank(sr, n_fft, n_mels, 0.0, min(fmax, sr / 2))
-    mel = fb.T @ power
-    return (10.0 * np.log10(np.maximum(mel, 1e-10))).T.astype(np.float32)
+    return frontend.log_mel(w[None])[0].cpu().numpy()
 
 
 def _mono(waveform: Any) -> np.ndarray:

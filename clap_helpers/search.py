@@ -188,16 +188,10 @@ def load_collection(
     names = list(dict.fromkeys(datasets))
     if not names:
         raise ValueError(f"no datasets given; choose from {', '.join(_datasets.NAMES)}")
-    parts, missing = [], {}
-    for name in names:
-        try:
-            clips, _ = _datasets.load(name, data_root, n_samples=n_samples, seed=seed)
-        except _datasets.DatasetNotFoundError as exc:
-            if not skip_missing:
-                raise
-            missing[name] = str(exc)
-            continue
-        parts.append(clips[["path", "label", "target", "fold", "dataset"]])
+    loaded, missing = _datasets.load_available(names, data_root, n_samples=n_samples, seed=seed)
+    if missing and not skip_missing:
+        raise _datasets.DatasetNotFoundError(next(iter(missing.values())))
+    parts = [clips[["path", "label", "target", "fold", "dataset"]] for clips, _ in loaded.values()]
     if not parts:
         return pd.DataFrame(columns=["path", "label", "target", "fold", "dataset"]), missing
     clips = pd.concat(parts, ignore_index=True)

@@ -26,7 +26,7 @@ def _close_figures():
 
 @pytest.fixture(scope="module")
 def loaded(data_root):
-    found, missing = explore.load_available(datasets.NAMES, data_root)
+    found, missing = datasets.load_available(datasets.NAMES, data_root)
     assert missing == {}
     return found
 
@@ -40,10 +40,10 @@ def partial_root(data_root, tmp_path):
 
 # ------------------------------------------------------------------------------ on disk
 def test_download_command():
-    assert explore.download_command("esc50") == "bash dataset.sh esc50 --dest downloads"
-    assert explore.download_command("fma_small", "my data").endswith("--dest 'my data'")
+    assert datasets.download_command("esc50") == "bash dataset.sh esc50 --dest downloads"
+    assert datasets.download_command("fma_small", "my data").endswith("--dest 'my data'")
     with pytest.raises(ValueError, match="unknown dataset"):
-        explore.download_command("gtzan")
+        datasets.download_command("gtzan")
 
 
 def test_download_plan_and_status_with_one_dataset(partial_root):
@@ -83,7 +83,7 @@ def test_fetch_missing_downloads_only_missing_and_reports_failures(partial_root,
 
 
 def test_load_available_reports_missing_with_command(partial_root):
-    found, missing = explore.load_available(datasets.NAMES, partial_root)
+    found, missing = datasets.load_available(datasets.NAMES, partial_root)
     assert list(found) == ["esc50"]
     assert set(missing) == {"urbansound8k", "fma_small", "audioset"}
     for name, message in missing.items():
@@ -91,7 +91,7 @@ def test_load_available_reports_missing_with_command(partial_root):
     clips, classes = found["esc50"]
     assert len(clips) == 50 and classes == sorted(synthetic.ESC50_CLASSES)
     with pytest.raises(ValueError, match="unknown dataset"):
-        explore.load_available(["esc50", "gtzan"], partial_root)
+        datasets.load_available(["esc50", "gtzan"], partial_root)
 
 
 # ------------------------------------------------------------------------------ summaries
