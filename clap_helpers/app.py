@@ -366,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc = load_clap(args.model, args.device, args.precision, cache_dir=args.cache_dir)
     print(f"embedding {len(clips)} clips (cached after the first run) ...", file=sys.stderr)
     emb = enc.embed_audio(clips["path"], batch_size=args.batch_size)
-    index = search.SoundIndex(clips, emb, enc, missing)
+    roots = search.collection_roots(clips["dataset"].unique(), args.data_root)
+    index = search.SoundIndex(clips, emb, enc, missing, roots)
     if index.n_failed:
         print(f"warning: {index.n_failed} clips could not be embedded; left out", file=sys.stderr)
     app = SearchApp(index, k=args.top_k, tsne=not args.no_tsne, seed=args.seed)

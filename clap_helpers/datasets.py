@@ -43,12 +43,36 @@ METADATA_FILES = {
     "audioset": "audioset/manifest.csv",
 }
 
+# Folders holding each dataset's audio, relative to the data root: every clip must lie inside.
+AUDIO_FOLDERS = {
+    "esc50": ("ESC-50-master/audio",),
+    "urbansound8k": ("UrbanSound8K/audio",),
+    "fma_small": ("fma_small",),
+    "audioset": ("audioset/audio",),
+}
+
+# The folder to delete before re-downloading a dataset whose metadata is damaged (dataset.sh
+# skips a folder that is already present); None: dataset.sh rewrites the metadata itself.
+_METADATA_FOLDERS = {
+    "esc50": "ESC-50-master",
+    "urbansound8k": "UrbanSound8K",
+    "fma_small": "fma_metadata",
+    "audioset": None,
+}
+
 # A manifest row's labels are joined with this (AudioSet display names contain commas).
 AUDIOSET_LABEL_SEP = ";"
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not (fully) on disk; the message names the command that downloads it."""
+
+
+class MetadataError(DatasetNotFoundError):
+    """A dataset's metadata CSV is damaged (empty, not UTF-8, a column or value missing); the
+    message names the file and the command that downloads it again. A subclass of
+    :class:`DatasetNotFoundError`, so :func:`load_available` and the app skip such a dataset
+    with its message."""
 
 
 def load(
@@ -65,20 +89,26 @@ def load(
             relative path is looked up from the current folder upwards
             (:func:`clap_helpers.paths.resolve`), so ``"downloads"`` works from the repository
             root (papermill) and from ``notebooks/`` (JupyterLab).
-        n_samples: keep a deterministic class-stratified subset of this many clips
-            (see :func:`stratified_subset`); ``None`` keeps all.
+        n_samples: keep a deterministic class-stratified subset of this many clips, a positive
+            int (see :func:`stratified_subset`); ``None`` keeps all.
         seed: seed of the subset choice.
 
     Returns:
         (clips, classes): the DataFrame described in the module docstring, rows in the
         dataset's own order, and the sorted class names.
 
+    Rows whose audio file lies outside the dataset's audio folders (:func:`audio_folders`; a
+    ``..`` in the metadata, or a clip that is a link to a file elsewhere) are left out with one
+    warning that counts and names them.
+
     Raises:
         DatasetNotFoundError: the metadata file is missing; the message says how to download.
-        ValueError: unknown ``name``.
+        MetadataError: the metadata file is damaged; the message names it and how to download.
+        ValueError: unknown ``name``, or ``n_samples`` not a positive int or None.
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    n_samples = check_n_samples(n_samples)
     root = resolve(root).resolve()
     meta = root / METADATA_FILES[name]
     if not meta.is_file():
@@ -87,6 +117,7 @@ def load(
             f"`{download_command(name, root)}` (or pass the folder that holds it as root)."
         )
     clips = _LOADERS[name](root, meta)
+    clips = _drop_outside(name, clips, audio_folders(name, root))
     # every class a clip carries, not only primary labels (an AudioSet class may only ever be a
     # clip's second label)
     every = clips["labels"].explode() if "labels" in clips else clips["label"]
@@ -107,6 +138,29 @@ def download_command(name: str, dest: str | os.PathLike = "downloads") -> str:
     if name not in NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
     return f"bash dataset.sh {name} --dest {shlex.quote(str(dest))}"
+
+
+def audio_folders(name: str, root: str | os.PathLike = "downloads") -> list[Path]:
+    """The folders that hold dataset ``name``'s audio under the data ``root``, resolved (links
+    followed), e.g. ``[.../downloads/ESC-50-master/audio]``. Every clip :func:`load` returns lies
+    inside one of them; the search app serves files from these folders only."""
+    if name not in AUDIO_FOLDERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    base = resolve(root).resolve()
+    return [(base / folder).resolve() for folder in AUDIO_FOLDERS[name]]
+
+
+def check_n_samples(n_samples) -> int | None:
+    """``n_samples`` as an int if it is a positive whole number, None if None; else ValueError."""
+    if n_samples is None:
+        return None
+    ok = isinstance(n_samples, (int, np.integer)) and not isinstance(n_samples, (bool, np.bool_))
+    if not ok or n_samples < 1:
+        raise ValueError(
+            f"n_samples must be a positive whole number of clips (e.g. 200), or None for all "
+            f"clips; got {n_samples!r}"
+        )
+    return int(n_samples)
 
 
 def load_available(
@@ -132,7 +186,13 @@ def load_available(
 
 
 def _load_esc50(root: Path, meta: Path) -> pd.DataFrame:
-    df = pd.read_csv(meta)
+    df = _read_metadata(
+        "esc50",
+        root,
+        meta,
+        ["filename", "fold", "target", "category", "esc10", "src_file", "take"],
+        ints=["fold", "target"],
+    )
     audio = meta.parent.parent / "audio"
     return pd.DataFrame(
         {
@@ -149,7 +209,14 @@ def _load_esc50(root: Path, meta: Path) -> pd.DataFrame:
 
 
 def _load_urbansound8k(root: Path, meta: Path) -> pd.DataFrame:
-    df = pd.read_csv(meta)
+    df = _read_metadata(
+        "urbansound8k",
+        root,
+        meta,
+        ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"],
+        ints=["fold", "classID", "salience"],
+        floats=["start", "end"],
+    )
     audio = meta.parent.parent / "audio"
     return pd.DataFrame(
         {
@@ -170,9 +237,18 @@ def _load_urbansound8k(root: Path, meta: Path) -> pd.DataFrame:
 
 
 def _load_fma_small(root: Path, meta: Path) -> pd.DataFrame:
-    tracks = pd.read_csv(meta, index_col=0, header=[0, 1])
+    tracks = _read_metadata(
+        "fma_small",
+        root,
+        meta,
+        [("set", "subset"), ("set", "split"), ("track", "genre_top")],
+        index_col=0,
+        header=[0, 1],
+    )
     small = tracks[tracks[("set", "subset")] == "small"]
     audio = root / "fma_small"
+    track_ids = pd.Series(tracks.index, name="track_id")
+    _check_numbers("fma_small", root, meta, track_ids, integer=True, header_lines=3)
     ids = small.index.astype(int)
     return pd.DataFrame(
         {
@@ -185,7 +261,18 @@ def _load_fma_small(root: Path, meta: Path) -> pd.DataFrame:
 
 
 def _load_audioset(root: Path, meta: Path) -> pd.DataFrame:
-    df = pd.read_csv(meta, dtype={"YTID": str, "labels": str})
+    df = _read_metadata(
+        "audioset",
+        root,
+        meta,
+        ["path", "YTID", "start_seconds", "labels", "split"],
+        floats=["start_seconds"],
+        dtype={"YTID": str, "labels": str},
+    )
+    if df["path"].isna().any():
+        raise _metadata_error(
+            "audioset", root, meta, f"column 'path' is empty on line {_line(df['path'].isna())}"
+        )
     labels = [
         [x for x in str(s).split(AUDIOSET_LABEL_SEP) if x] if isinstance(s, str) else []
         for s in df["labels"]
@@ -209,6 +296,93 @@ def _load_audioset(root: Path, meta: Path) -> pd.DataFrame:
             "start_seconds": df["start_seconds"].astype(float).to_numpy(),
         }
     )
+
+
+def _read_metadata(
+    name: str,
+    root: Path,
+    meta: Path,
+    columns: list,
+    ints: Iterable[str] = (),
+    floats: Iterable[str] = (),
+    **read_kw,
+) -> pd.DataFrame:
+    """``pd.read_csv(meta)`` checked: readable UTF-8, not empty, has ``columns``, no empty or
+    non-numeric value in ``ints`` (whole numbers) and ``floats``; else :class:`MetadataError`."""
+    try:
+        df = pd.read_csv(meta, encoding="utf-8", **read_kw)
+    except pd.errors.EmptyDataError:
+        raise _metadata_error(name, root, meta, "the file is empty") from None
+    except UnicodeDecodeError as exc:
+        raise _metadata_error(name, root, meta, f"not UTF-8 text ({exc.reason})") from None
+    except (pd.errors.ParserError, ValueError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise _metadata_error(name, root, meta, f"not a valid CSV ({detail})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing)
+        raise _metadata_error(name, root, meta, f"column(s) {shown} missing")
+    if df.empty:
+        raise _metadata_error(name, root, meta, "it has a header but no rows")
+    for col in ints:
+        _check_numbers(name, root, meta, df[col], integer=True)
+    for col in floats:
+        _check_numbers(name, root, meta, df[col], integer=False)
+    return df
+
+
+def _check_numbers(
+    name: str, root: Path, meta: Path, column: pd.Series, integer: bool, header_lines: int = 1
+) -> None:
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.astype(float))
+    if integer:
+        bad |= values.fillna(0) % 1 != 0
+    if bad.any():
+        first = column[bad.to_numpy()].iloc[0]
+        shown = "empty" if pd.isna(first) else repr(str(first))
+        kind = "whole numbers" if integer else "numbers"
+        raise _metadata_error(
+            name,
+            root,
+            meta,
+            f"column {column.name!r} has {int(bad.sum())} value(s) that are empty or not {kind} "
+            f"(first on line {_line(bad, header_lines)}: {shown})",
+        )
+
+
+def _line(mask: pd.Series, header_lines: int = 1) -> int:
+    """The CSV line (the first line is 1) of the first True row of ``mask``."""
+    return int(np.flatnonzero(mask.to_numpy())[0]) + header_lines + 1
+
+
+def _metadata_error(name: str, root: Path, meta: Path, detail: str) -> MetadataError:
+    folder = _METADATA_FOLDERS[name]
+    fix = f"download it again with `{download_command(name, root)}`"
+    if folder is not None:
+        fix = f"delete {root / folder} and " + fix
+    return MetadataError(
+        f"{name}: the metadata file {meta} is damaged: {detail}. To fix it, {fix}."
+    )
+
+
+def _drop_outside(name: str, clips: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
+    """``clips`` without the rows whose path, resolved, is outside every folder of ``folders``;
+    one warning counts and names them."""
+    inside = np.array(
+        [any(Path(os.path.realpath(p)).is_relative_to(f) for f in folders) for p in clips["path"]],
+        dtype=bool,
+    )
+    if inside.all():
+        return clips
+    bad = clips["path"][~inside].tolist()
+    shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+    warnings.warn(
+        f"{name}: {len(bad)} of {len(clips)} clips lie outside {', '.join(map(str, folders))} "
+        f"(a '..' in the metadata, or a link to a file elsewhere) and are left out: {shown}",
+        stacklevel=3,
+    )
+    return clips[inside]
 
 
 _LOADERS: dict[str, Callable[[Path, Path], pd.DataFrame]] = {

@@ -199,6 +199,15 @@ def load_collection(
     return clips, missing
 
 
+def collection_roots(
+    datasets: Iterable[str], data_root: str | os.PathLike = "downloads"
+) -> list[Path]:
+    """The audio folders of ``datasets`` under ``data_root``
+    (:func:`clap_helpers.datasets.audio_folders`): the :attr:`SoundIndex.roots` of a collection
+    loaded with :func:`load_collection`."""
+    return [f for name in dict.fromkeys(datasets) for f in _datasets.audio_folders(name, data_root)]
+
+
 @dataclass
 class SoundIndex:
     """Cached CLAP embeddings of a sound collection, searchable by text and by audio.
@@ -210,12 +219,17 @@ class SoundIndex:
         encoder: the :class:`~clap_helpers.embed.ClapEncoder` that made them; needed to embed
             text and audio queries (not for :meth:`search`).
         missing: {dataset: message} of datasets :meth:`build` skipped (``skip_missing``).
+        roots: the folders the collection's files may come from: the datasets' audio folders
+            (:func:`collection_roots`), never derived from the clip paths. Resolved; a clip
+            whose resolved path is outside all of them is dropped (one warning names them). The
+            app serves files from these folders only; empty: no check, and nothing is served.
     """
 
     clips: pd.DataFrame
     embeddings: np.ndarray
     encoder: ClapEncoder | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    roots: Sequence[str | os.PathLike] = ()
 
     def __post_init__(self) -> None:
         self.clips = self.clips.reset_index(drop=True).copy()
@@ -230,6 +244,20 @@ class SoundIndex:
             raise ValueError(
                 f"embeddings {self.embeddings.shape} do not match {len(self.clips)} clips"
             )
+        self.roots = [Path(os.path.realpath(r)) for r in self.roots]
+        if self.roots:
+            inside = np.array([self.serves(p) for p in self.clips["path"]], dtype=bool)
+            if not inside.all():
+                bad = self.clips["path"][~inside].tolist()
+                warnings.warn(
+                    f"{len(bad)} of {len(self.clips)} clips lie outside the collection's folders "
+                    f"({', '.join(map(str, self.roots))}) and are left out: "
+                    + ", ".join(bad[:5])
+                    + (" ..." if len(bad) > 5 else ""),
+                    stacklevel=3,
+                )
+                self.clips = self.clips[inside].reset_index(drop=True)
+                self.embeddings = self.embeddings[inside]
         self.valid = np.isfinite(self.embeddings).all(axis=1)
         self._rows = {_norm(p): i for i, p in enumerate(self.clips["path"])}
 
@@ -252,7 +280,8 @@ class SoundIndex:
                 "none of the datasets is downloaded:\n" + "\n".join(missing.values())
             )
         emb = encoder.embed_audio(clips["path"], batch_size=batch_size, progress=progress)
-        return cls(clips, emb, encoder, missing)
+        roots = collection_roots(pd.unique(clips["dataset"]), data_root)
+        return cls(clips, emb, encoder, missing, roots)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -266,16 +295,11 @@ class SoundIndex:
         """Clips whose embedding is NaN (never returned by a search)."""
         return int((~self.valid).sum())
 
-    @property
-    def roots(self) -> list[Path]:
-        """The folders the collection's files live in: per dataset, the deepest folder holding
-        all its clips (e.g. ``downloads/ESC-50-master/audio``). The app serves files from these
-        folders only."""
-        roots = []
-        for _, paths in self.clips.groupby("dataset", sort=False)["path"]:
-            parents = sorted({str(Path(p).resolve().parent) for p in paths})
-            roots.append(Path(os.path.commonpath(parents)))
-        return roots
+    def serves(self, path: str | os.PathLike) -> bool:
+        """True if ``path``, resolved (links followed), lies inside one of :attr:`roots`: the
+        check Gradio's file route makes with ``allowed_paths=roots``."""
+        real = Path(_norm(path))
+        return any(real.is_relative_to(r) for r in self.roots)
 
     # -- files --------------------------------------------------------------------------------
     def row_of(self, path: str | os.PathLike) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 
 import numpy as np
@@ -215,3 +216,67 @@ def test_fixture_classes_sound_different(data_root, name):
 
     assert accuracy(labels) >= 0.9
     assert accuracy(np.random.default_rng(0).permutation(labels)) < 0.6
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "abc", True, float("nan")])
+def test_n_samples_must_be_a_positive_int(data_root, bad):
+    with pytest.raises(ValueError, match=r"n_samples must be a positive whole number .* or None"):
+        load("esc50", data_root, n_samples=bad)
+    assert len(load("esc50", data_root, n_samples=np.int64(3))[0]) == 3
+
+
+# the column to remove and the whole-number (or number) column to blank, per dataset
+DAMAGE = {
+    "esc50": ("category", "fold"),
+    "urbansound8k": ("class", "classID"),
+    "fma_small": ("set/split", ""),  # "" = the track_id index column
+    "audioset": ("split", "start_seconds"),
+}
+
+
+def _column(rows: list[list[str]], name: str, header_rows: int) -> int:
+    """Index of column ``name`` ("a/b" for a two-level header) in CSV ``rows``."""
+    if name == "":
+        return 0
+    keys = ["/".join(r[j] for r in rows[:header_rows]) for j in range(len(rows[0]))]
+    return keys.index(name)
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty", "not utf-8", "empty number"])
+@pytest.mark.parametrize("name", datasets.NAMES)
+def test_damaged_metadata_names_the_csv_and_the_fix(tmp_path, data_root, name, case):
+    import csv
+
+    meta = tmp_path / datasets.METADATA_FILES[name]
+    meta.parent.mkdir(parents=True)
+    shutil.copy(data_root / datasets.METADATA_FILES[name], meta)
+    header_rows = 2 if name == "fma_small" else 1
+    first_data = 3 if name == "fma_small" else 1
+    with open(meta, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    drop, blank = DAMAGE[name]
+    if case == "missing column":
+        j = _column(rows, drop, header_rows)
+        rows = [r[:j] + r[j + 1 :] for r in rows]
+        expected = "missing"
+    elif case == "empty number":
+        rows[first_data + 1][_column(rows, blank, header_rows)] = ""
+        expected = f"empty or not .*numbers \\(first on line {first_data + 2}: empty\\)"
+    if case in ("missing column", "empty number"):
+        with open(meta, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(rows)
+    elif case == "empty":
+        meta.write_bytes(b"")
+        expected = "the file is empty"
+    else:
+        text = meta.read_bytes()
+        meta.write_bytes(text[:-20] + "é".encode("latin-1") + text[-20:])
+        expected = "not UTF-8"
+    with pytest.raises(datasets.MetadataError) as err:
+        load(name, tmp_path)
+    message = str(err.value)
+    assert str(meta) in message and f"bash dataset.sh {name} --dest {tmp_path}" in message
+    assert re.search(expected, message), message
+    assert "\n" not in message and isinstance(err.value, DatasetNotFoundError)
+    # the app and the notebooks skip it with that message, like a dataset not downloaded
+    assert datasets.load_available([name], tmp_path)[1] == {name: message}

@@ -4,6 +4,7 @@ embeddings and on the fixtures with the tiny CLAP."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,7 @@ def toy_index(tmp_path):
     emb = unit(0, 90, 45, 10)
     emb[2] = np.nan
     enc = FakeEncoder({"a dog": unit(5)[0], "rain": unit(95)[0], "a siren": unit(40)[0]})
-    return search.SoundIndex(clips, emb, enc)
+    return search.SoundIndex(clips, emb, enc, roots=[folder])
 
 
 def test_index_search_columns_and_nan(toy_index):
@@ -160,6 +161,60 @@ def test_path_guard(toy_index, tmp_path):
             toy_index.resolve_path(bad)
     assert toy_index.roots == [(tmp_path / "toy" / "audio").resolve()]
     assert not any(outside.resolve().is_relative_to(r) for r in toy_index.roots)
+
+
+def esc50_copy(data_root, dest, n: int = 6):
+    """A writable copy of the fixture ESC-50 with its first ``n`` rows and their clips."""
+    src = data_root / "ESC-50-master"
+    meta = pd.read_csv(src / "meta" / "esc50.csv").head(n)
+    top = dest / "ESC-50-master"
+    (top / "meta").mkdir(parents=True)
+    (top / "audio").mkdir()
+    for name in meta["filename"]:
+        shutil.copy(src / "audio" / name, top / "audio" / name)
+    meta.to_csv(top / "meta" / "esc50.csv", index=False)
+    return top, meta
+
+
+def test_roots_are_dataset_folders_not_clip_paths(data_root, tmp_path):
+    """A '..' metadata row and a clip linked to a file elsewhere used to widen the served
+    folders to / and to the link target's folder; now they are dropped, roots stay put."""
+    import gradio.utils
+
+    top, meta = esc50_copy(data_root, tmp_path / "data")
+    escape = meta.iloc[[0]].assign(filename="../../../../../../../../tmp/x.wav")
+    pd.concat([meta, escape]).to_csv(top / "meta" / "esc50.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    linked = top / "audio" / meta["filename"][1]
+    shutil.move(linked, elsewhere / "target.wav")
+    shutil.copy(elsewhere / "target.wav", elsewhere / "neighbour.wav")
+    linked.symlink_to(elsewhere / "target.wav")
+    with pytest.warns(UserWarning, match="lie outside") as caught:
+        clips, missing = search.load_collection(["esc50"], tmp_path / "data")
+    outside = [w for w in caught if "lie outside" in str(w.message)]
+    assert len(outside) == 1
+    message = str(outside[0].message)
+    assert "esc50: 2 of 7 clips" in message and "x.wav" in message and linked.name in message
+    assert len(clips) == 5 and not missing
+    roots = search.collection_roots(["esc50"], tmp_path / "data")
+    assert roots == [(top / "audio").resolve()]
+    index = search.SoundIndex(clips, unit(*range(5)), roots=roots)
+    assert index.roots == roots and all(index.serves(p) for p in clips["path"])
+    for path in [
+        elsewhere / "neighbour.wav",
+        elsewhere / "target.wav",
+        "/etc/passwd",
+        "/tmp/x.wav",
+    ]:
+        assert not index.serves(path)
+        assert not gradio.utils.is_allowed_file(Path(path), [], index.roots, [])[0]
+    assert gradio.utils.is_allowed_file(Path(clips["path"][0]), [], index.roots, [])[0]
+    # a hand-made collection is checked the same way: the linked clip is dropped, with a warning
+    hand = pd.DataFrame({"path": [clips["path"][0], str(linked)], "dataset": "esc50"})
+    with pytest.warns(UserWarning, match="1 of 2 clips lie outside"):
+        small = search.SoundIndex(hand, unit(0, 90), roots=roots)
+    assert small.clips["path"].tolist() == [clips["path"][0]] and len(small.embeddings) == 1
 
 
 def test_maps_place_queries(toy_index):
