@@ -19,7 +19,8 @@ md5/sha1, then unpacked into a temporary folder inside DEST that is renamed to i
 when complete. Just before that rename the marker file .clap_helpers_ok (the verified checksum, then
 the URL) is written into the folder: a final folder holding its key file and that marker is
 "present and verified" and is skipped. Members with absolute paths, ".." components, links leading
-outside the archive, or special files are refused. The archive is deleted after extraction unless
+outside the archive, or special files are refused, and so is damaged data (a bad CRC, a cut
+stream); a refused archive is deleted, so the next run downloads it again. The archive is deleted after extraction unless
 --keep-archive is given.
 
 Mirrors (an option wins over its environment variable; a mirror given without a checksum is checked
@@ -41,7 +42,9 @@ unbalanced_train), segments carrying the class are taken in file order until --p
 48 kHz mono WAV, DEST/audioset/audio/{YTID}_{start_ms}.wav. Videos that are gone are skipped,
 counted and listed in unavailable.csv (not retried unless --retry-unavailable). manifest.csv has
 the columns path,YTID,start_seconds,end_seconds,labels,split: path is relative to DEST/audioset,
-labels joins with ';' the clip's positive labels that are in the class list.
+labels joins with ';' the clip's positive labels that are in the class list. A segment row whose
+YTID is not an 11-character YouTube id (A-Z, a-z, 0-9, _, -) is skipped, with one warning that
+counts and names them.
 
 Exit status: 0 on success; 1 on any failure, with one line on stderr naming the dataset, the URL and
 what to do; 2 on a usage error; 130 when interrupted (run again to resume).
@@ -52,9 +55,12 @@ from __future__ import annotations
 import argparse
 import csv
 import difflib
+import gzip
 import hashlib
 import http.client
+import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -64,6 +70,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -209,6 +216,9 @@ AUDIOSET_CLASSES: tuple[str, ...] = (
 AUDIOSET_SAMPLE_RATE = 48_000  # Hz, mono: what the CLAP feature extractor takes
 MANIFEST_COLUMNS = ("path", "YTID", "start_seconds", "end_seconds", "labels", "split")
 UNAVAILABLE_COLUMNS = ("YTID", "start_seconds", "reason")
+YTID_PATTERN = re.compile(r"[A-Za-z0-9_-]{11}")
+"""A YouTube video id: 11 characters of A-Z, a-z, 0-9, '_' and '-'. Segment rows with any other
+YTID are skipped (it names the clip file, so it must not hold '/' or '..')."""
 # Lower-case fragments of yt-dlp errors meaning the video is gone for good (not a network error).
 _GONE = (
     "video unavailable",
@@ -320,10 +330,9 @@ def read_segments(path: str | os.PathLike[str]) -> Iterator[Segment]:
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def read_class_labels(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -381,12 +390,14 @@ def fetch_audioset(
     name_to_mid = read_class_labels(csv_dir / "class_labels_indices.csv")
     chosen = _resolve_classes(AUDIOSET_CLASSES if classes is None else classes, name_to_mid)
     audio_dir.mkdir(exist_ok=True)
+    audio_real = audio_dir.resolve()
 
     unavailable_path, manifest_path = root / "unavailable.csv", root / "manifest.csv"
     unavailable = {(r["YTID"], r["start_seconds"]): r for r in _read_csv(unavailable_path)}
     rows: list[dict[str, str]] = []
     fetched = skipped = failed = 0
     first_error = ""
+    invalid: list[str] = []  # YTIDs of segment rows skipped because they are not video ids
     try:
         for split in splits:
             need = dict.fromkeys(chosen, per_class)
@@ -398,6 +409,9 @@ def fetch_audioset(
                     if not any(need[c] for c in labels):
                         continue
                     path = audio_dir / f"{seg.clip_name}.wav"
+                    if not YTID_PATTERN.fullmatch(seg.ytid) or not _inside(path, audio_real):
+                        invalid.append(seg.ytid)
+                        continue
                     key = (seg.ytid, seg.start_seconds)
                     new_clip = not path.is_file()
                     if new_clip:
@@ -446,6 +460,13 @@ def fetch_audioset(
     finally:
         _write_csv_atomic(manifest_path, MANIFEST_COLUMNS, rows)
         _write_csv_atomic(unavailable_path, UNAVAILABLE_COLUMNS, unavailable.values())
+        if invalid:
+            shown = ", ".join(repr(y) for y in invalid[:5]) + (" ..." if len(invalid) > 5 else "")
+            print(
+                f"warning: audioset: skipped {len(invalid)} segment rows in {csv_dir} whose YTID "
+                f"is not an 11-character YouTube id (A-Z, a-z, 0-9, _ or -): {shown}",
+                file=sys.stderr,
+            )
     print(
         f"audioset: {len(rows)} clips in {manifest_path} ({fetched} fetched now), "
         f"{skipped} unavailable videos skipped, {failed} failed"
@@ -597,7 +618,10 @@ def _extract(label: str, path: Path, dest: Path, archive: Archive, marker: str) 
             raise _BadArchive(f"it has no {archive.folder}/{archive.key_file}")
         (unpacked / MARKER).write_text(marker, encoding="utf-8")
         os.rename(unpacked, dest / archive.folder)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+    except (zipfile.BadZipFile, tarfile.ReadError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        # damaged data (a bad CRC, a cut stream) that passed the checksum: the mirror's fault
+        raise _BadArchive(f"it is corrupt ({exc})") from None
+    except (OSError, tarfile.TarError) as exc:
         raise DownloadError(
             f"{label}: unpacking {path} failed ({exc}); the verified archive is kept, "
             "fix the cause (disk space, permissions) and run again"
@@ -850,6 +874,11 @@ def _fetch_one(fetch_clip: ClipFetcher, seg: Segment, path: Path) -> Exception |
         tmp.unlink(missing_ok=True)
         return exc
     return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True if ``path``, resolved (links followed), lies inside the resolved ``folder``."""
+    return Path(os.path.realpath(path)).is_relative_to(folder)
 
 
 def _tool(name: str) -> str | None:

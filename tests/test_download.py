@@ -407,6 +407,48 @@ def test_archive_without_expected_folder_is_refused(tmp_path: Path, server: Serv
     assert list(tmp_path.iterdir()) == []
 
 
+def stored_zip(members: dict[str, bytes]) -> bytes:
+    """A zip whose members are stored uncompressed (their bytes appear as they are)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+CORRUPT_ARCHIVES: dict[str, Callable[[], bytes]] = {
+    # a byte changed inside a member: its CRC-32 no longer matches
+    "zip-bad-crc": lambda: stored_zip(ESC).replace(b"ESC-50 mimic", b"ESC-50 mimiX"),
+    # the gzip stream ends in the middle of a member
+    "tar-cut": lambda: make_tar_gz(US8K)[:-300],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT_ARCHIVES))
+def test_corrupt_archive_is_refused_deleted_and_fetched_again(
+    tmp_path: Path, server: Server, case: str
+) -> None:
+    """A damaged archive that matches its (mirror's) checksum is the mirror's fault: it is
+    deleted like an unsafe one, so the next run downloads it again and succeeds."""
+    name, good = (
+        ("esc50", stored_zip(ESC))
+        if case.startswith("zip")
+        else ("urbansound8k", make_tar_gz(US8K))
+    )
+    bad = CORRUPT_ARCHIVES[case]()
+    url = server.add("mirror/archive", bad)
+    with pytest.raises(
+        download.DownloadError, match=f"{name}: refused the archive from {url}: it is corrupt"
+    ) as err:
+        download.fetch(name, tmp_path, url=url, checksum=md5(bad), progress=False)
+    assert "the archive was deleted, check the URL or your mirror" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+    server.add("mirror/archive", good)
+    folder = download.fetch(name, tmp_path, url=url, checksum=md5(good), progress=False)
+    assert download.is_present(folder, download.DATASETS[name].archives[0].key_file)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+
+
 # ----------------------------------------------------------------------------- interrupted unpack
 
 
@@ -501,20 +543,20 @@ HEADER = """# Segments csv created Sun Mar  5 10:54:25 2017
 """
 BALANCED = (
     HEADER
-    + """dog1, 30.000, 40.000, "/m/0bt9lr,/m/09x0r"
-gone1, 0.000, 10.000, "/m/0bt9lr"
--dogcat, 5.500, 15.500, "/m/01yrx,/m/0bt9lr"
-baby1, 20.000, 30.000, "/t/dd00002,/m/09x0r"
-dog3, 0.000, 10.000, "/m/0bt9lr"
-speech1, 0.000, 10.000, "/m/09x0r"
-cat2, 10.000, 20.000, "/m/01yrx"
+    + """dog1xxxxxxx, 30.000, 40.000, "/m/0bt9lr,/m/09x0r"
+gone1xxxxxx, 0.000, 10.000, "/m/0bt9lr"
+-dogcatxxxx, 5.500, 15.500, "/m/01yrx,/m/0bt9lr"
+baby1xxxxxx, 20.000, 30.000, "/t/dd00002,/m/09x0r"
+dog3xxxxxxx, 0.000, 10.000, "/m/0bt9lr"
+speech1xxxx, 0.000, 10.000, "/m/09x0r"
+cat2xxxxxxx, 10.000, 20.000, "/m/01yrx"
 """
 )
 EVAL = (
     HEADER
-    + """evdog, 0.000, 10.000, "/m/0bt9lr"
-evgone, 0.000, 10.000, "/t/dd00002"
-evbaby, 3.000, 13.000, "/t/dd00002,/m/0bt9lr"
+    + """evdogxxxxxx, 0.000, 10.000, "/m/0bt9lr"
+evgonexxxxx, 0.000, 10.000, "/t/dd00002"
+evbabyxxxxx, 3.000, 13.000, "/t/dd00002,/m/0bt9lr"
 """
 )
 CLASSES = ["Dog", "Cat", "Baby cry, infant cry"]
@@ -556,8 +598,8 @@ def test_read_segments_real_format(tmp_path: Path) -> None:
     path.write_text(BALANCED)
     segs = list(download.read_segments(path))
     assert len(segs) == 7
-    assert segs[2] == download.Segment("-dogcat", "5.500", "15.500", ("/m/01yrx", "/m/0bt9lr"))
-    assert segs[2].clip_name == "-dogcat_5500"
+    assert segs[2] == download.Segment("-dogcatxxxx", "5.500", "15.500", ("/m/01yrx", "/m/0bt9lr"))
+    assert segs[2].clip_name == "-dogcatxxxx_5500"
     path.write_text(HEADER + "x, 1.0, \n")
     with pytest.raises(download.DownloadError, match="malformed"):
         list(download.read_segments(path))
@@ -566,7 +608,7 @@ def test_read_segments_real_format(tmp_path: Path) -> None:
 def test_audioset_selection_manifest_and_resume(
     tmp_path: Path, server: Server, audioset_base: str
 ) -> None:
-    fetcher = FakeFetcher(gone={"gone1", "evgone"})
+    fetcher = FakeFetcher(gone={"gone1xxxxxx", "evgonexxxxx"})
     summary = download.fetch_audioset(
         tmp_path,
         base_url=audioset_base,
@@ -583,28 +625,28 @@ def test_audioset_selection_manifest_and_resume(
         "eval_segments.csv",
     ]
     assert [c[0] for c in fetcher.calls] == [
-        "dog1",
-        "gone1",
-        "-dogcat",
-        "baby1",
-        "cat2",
-        "evdog",
-        "evgone",
-        "evbaby",
+        "dog1xxxxxxx",
+        "gone1xxxxxx",
+        "-dogcatxxxx",
+        "baby1xxxxxx",
+        "cat2xxxxxxx",
+        "evdogxxxxxx",
+        "evgonexxxxx",
+        "evbabyxxxxx",
     ]
-    assert fetcher.calls[2] == ("-dogcat", 5.5, 15.5)
+    assert fetcher.calls[2] == ("-dogcatxxxx", 5.5, 15.5)
     rows = read_rows(root / "manifest.csv")
     assert list(rows[0]) == list(download.MANIFEST_COLUMNS)
     got = [(r["YTID"], r["labels"], r["split"]) for r in rows]
     assert got == [
-        ("dog1", "Dog", "balanced_train"),
-        ("-dogcat", "Dog;Cat", "balanced_train"),
-        ("baby1", "Baby cry, infant cry", "balanced_train"),
-        ("cat2", "Cat", "balanced_train"),
-        ("evdog", "Dog", "eval"),
-        ("evbaby", "Dog;Baby cry, infant cry", "eval"),
+        ("dog1xxxxxxx", "Dog", "balanced_train"),
+        ("-dogcatxxxx", "Dog;Cat", "balanced_train"),
+        ("baby1xxxxxx", "Baby cry, infant cry", "balanced_train"),
+        ("cat2xxxxxxx", "Cat", "balanced_train"),
+        ("evdogxxxxxx", "Dog", "eval"),
+        ("evbabyxxxxx", "Dog;Baby cry, infant cry", "eval"),
     ]
-    assert rows[1]["path"] == "audio/-dogcat_5500.wav"
+    assert rows[1]["path"] == "audio/-dogcatxxxx_5500.wav"
     assert (rows[1]["start_seconds"], rows[1]["end_seconds"]) == ("5.500", "15.500")
     for r in rows:
         info = sf.info(str(root / r["path"]))
@@ -612,8 +654,8 @@ def test_audioset_selection_manifest_and_resume(
     assert (summary.clips, summary.fetched, summary.unavailable, summary.failed) == (6, 6, 2, 0)
     gone = read_rows(root / "unavailable.csv")
     assert [(g["YTID"], g["start_seconds"]) for g in gone] == [
-        ("gone1", "0.000"),
-        ("evgone", "0.000"),
+        ("gone1xxxxxx", "0.000"),
+        ("evgonexxxxx", "0.000"),
     ]
     assert "Video unavailable" in gone[0]["reason"]
     assert not list((root / "audio").glob("*.part*"))
@@ -632,7 +674,7 @@ def test_audioset_selection_manifest_and_resume(
     assert read_rows(root / "manifest.csv") == rows
     assert all(p != "/as/unbalanced_train_segments.csv" for p, _ in server.requests)
 
-    retry = FakeFetcher(gone={"evgone"})
+    retry = FakeFetcher(gone={"evgonexxxxx"})
     third = download.fetch_audioset(
         tmp_path,
         base_url=audioset_base,
@@ -642,14 +684,16 @@ def test_audioset_selection_manifest_and_resume(
         retry_unavailable=True,
         progress=False,
     )
-    assert [c[0] for c in retry.calls] == ["gone1", "evgone"]
+    assert [c[0] for c in retry.calls] == ["gone1xxxxxx", "evgonexxxxx"]
     assert third.clips == 7 and third.unavailable == 1
-    assert [g["YTID"] for g in read_rows(root / "unavailable.csv")] == ["evgone"]
+    assert [g["YTID"] for g in read_rows(root / "unavailable.csv")] == ["evgonexxxxx"]
 
 
 def test_audioset_failures_are_counted_not_recorded(tmp_path: Path, audioset_base: str) -> None:
-    fetcher = FakeFetcher(gone=set(), broken={"dog1"})
-    with pytest.raises(download.DownloadError, match="1 clips failed .* dog1: HTTP Error 503"):
+    fetcher = FakeFetcher(gone=set(), broken={"dog1xxxxxxx"})
+    with pytest.raises(
+        download.DownloadError, match="1 clips failed .* dog1xxxxxxx: HTTP Error 503"
+    ):
         download.fetch_audioset(
             tmp_path,
             base_url=audioset_base,
@@ -659,7 +703,7 @@ def test_audioset_failures_are_counted_not_recorded(tmp_path: Path, audioset_bas
             progress=False,
         )
     root = tmp_path / "audioset"
-    assert [r["YTID"] for r in read_rows(root / "manifest.csv")] == ["gone1", "evdog"]
+    assert [r["YTID"] for r in read_rows(root / "manifest.csv")] == ["gone1xxxxxx", "evdogxxxxxx"]
     assert read_rows(root / "unavailable.csv") == []
 
 
@@ -675,7 +719,7 @@ def test_audioset_interrupt_keeps_fetched_clips(tmp_path: Path, audioset_base: s
             progress=False,
         )
     manifest = tmp_path / "audioset" / "manifest.csv"
-    assert [r["YTID"] for r in read_rows(manifest)] == ["dog1", "gone1"]
+    assert [r["YTID"] for r in read_rows(manifest)] == ["dog1xxxxxxx", "gone1xxxxxx"]
     second = FakeFetcher(gone=set())
     download.fetch_audioset(
         tmp_path,
@@ -685,14 +729,14 @@ def test_audioset_interrupt_keeps_fetched_clips(tmp_path: Path, audioset_base: s
         fetch_clip=second,
         progress=False,
     )
-    assert second.calls[0][0] == "-dogcat"
-    assert "dog1" not in [c[0] for c in second.calls]
+    assert second.calls[0][0] == "-dogcatxxxx"
+    assert "dog1xxxxxxx" not in [c[0] for c in second.calls]
 
 
 def test_audioset_manifest_on_disk_after_each_clip(tmp_path: Path, audioset_base: str) -> None:
     """What a hard kill (no finally) would leave: every clip fetched so far is in the manifest."""
     manifest = tmp_path / "audioset" / "manifest.csv"
-    fake, seen = FakeFetcher(gone={"gone1"}), []
+    fake, seen = FakeFetcher(gone={"gone1xxxxxx"}), []
 
     def fetch_clip(ytid: str, start: float, end: float, out_path: Path) -> None:
         seen.append([r["YTID"] for r in read_rows(manifest)] if manifest.exists() else [])
@@ -706,8 +750,14 @@ def test_audioset_manifest_on_disk_after_each_clip(tmp_path: Path, audioset_base
         fetch_clip=fetch_clip,
         progress=False,
     )
-    # calls: dog1, gone1 (unavailable), -dogcat, then eval: evdog, evbaby
-    assert seen == [[], ["dog1"], ["dog1"], ["dog1", "-dogcat"], ["dog1", "-dogcat", "evdog"]]
+    # calls: dog1xxxxxxx, gone1xxxxxx (unavailable), -dogcatxxxx, then eval: evdogxxxxxx, evbabyxxxxx
+    assert seen == [
+        [],
+        ["dog1xxxxxxx"],
+        ["dog1xxxxxxx"],
+        ["dog1xxxxxxx", "-dogcatxxxx"],
+        ["dog1xxxxxxx", "-dogcatxxxx", "evdogxxxxxx"],
+    ]
 
 
 def test_audioset_class_string_env_base_and_unknown_class(
@@ -746,3 +796,32 @@ def test_audioset_without_tools_writes_csvs_then_fails(
     assert "pip install yt-dlp" in err and "apt-get install ffmpeg" in err
     assert (tmp_path / "audioset" / "csv" / "eval_segments.csv").read_text() == EVAL
     assert read_rows(tmp_path / "audioset" / "manifest.csv") == []
+
+
+def test_audioset_invalid_ytids_are_skipped_counted_and_named(
+    tmp_path: Path, server: Server, capsys: pytest.CaptureFixture
+) -> None:
+    """A YTID names the clip file: one holding '/' or '..' would write outside audio/."""
+    evil = ["../../../../x", "../../../..", "dog/../../x", "short", "dog1xxxxxxx.."]
+    rows = [f'{y}, 0.000, 10.000, "/m/0bt9lr"' for y in evil]
+    server.add("bad/class_labels_indices.csv", CLASS_LABELS.encode())
+    server.add(
+        "bad/balanced_train_segments.csv",
+        (HEADER + "\n".join([*rows, 'dog1xxxxxxx, 0.000, 10.000, "/m/0bt9lr"']) + "\n").encode(),
+    )
+    server.add("bad/eval_segments.csv", HEADER.encode())
+    fetcher = FakeFetcher(gone=set())
+    summary = download.fetch_audioset(
+        tmp_path / "dl",
+        base_url=server.url("bad/"),
+        classes=["Dog"],
+        per_class=3,
+        fetch_clip=fetcher,
+        progress=False,
+    )
+    assert [c[0] for c in fetcher.calls] == ["dog1xxxxxxx"] and summary.clips == 1
+    err = capsys.readouterr().err
+    assert f"skipped {len(evil)} segment rows" in err and "not an 11-character YouTube id" in err
+    assert all(repr(y) in err for y in evil)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.wav"))
+    assert written == ["dl/audioset/audio/dog1xxxxxxx_0.wav"]
