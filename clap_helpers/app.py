@@ -17,7 +17,9 @@ Safety: it listens on 127.0.0.1 unless ``--listen`` (all interfaces) or ``--host
 otherwise, never makes a public share link, and serves audio only from the folders of the indexed
 datasets (Gradio's ``allowed_paths`` are exactly :attr:`SoundIndex.roots`); a path outside the
 collection gets a message, never a file. Queries are limited to
-:data:`clap_helpers.search.MAX_QUERY_CHARS` characters.
+:data:`clap_helpers.search.MAX_QUERY_CHARS` characters, uploads to ``--max-upload-seconds``
+(default :data:`MAX_UPLOAD_SECONDS`; read from the file's header before decoding) and 50 MB.
+An upload is decoded outside the model lock, so a slow upload never stalls other users' queries.
 
 The handlers live in :class:`SearchApp` (plain Python, no Gradio); :func:`build_ui` only wires
 them to widgets. Used by: ``python -m clap_helpers.app``, tests/test_app_browser.py.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import html
 import ipaddress
+import math
 import os
 import sys
 import threading
@@ -47,6 +50,9 @@ FILE_ROUTE = "gradio_api/file="
 """Gradio's file route, relative to the page; serves only files under ``allowed_paths``."""
 
 DEFAULT_DATASETS = "esc50"
+
+MAX_UPLOAD_SECONDS = 600.0
+"""Longest upload accepted by default, in seconds (``--max-upload-seconds``)."""
 
 
 @dataclass
@@ -68,11 +74,20 @@ class SearchApp:
         k: default number of results.
         tsne: compute the t-SNE map in a background thread (else the PCA map stays).
         seed: seed of the maps.
+        max_upload_seconds: longest uploaded/recorded sound accepted (read from its header).
     """
 
-    def __init__(self, index: search.SoundIndex, k: int = 10, tsne: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        index: search.SoundIndex,
+        k: int = 10,
+        tsne: bool = True,
+        seed: int = 0,
+        max_upload_seconds: float = MAX_UPLOAD_SECONDS,
+    ):
         self.index = index
         self.k = k
+        self.max_upload_seconds = float(max_upload_seconds)
         self._model_lock = threading.Lock()  # one model call (and cache write) at a time
         self.pca = search.EmbeddingMap.fit(index.embeddings, "pca", seed)
         self.tsne: search.EmbeddingMap | None = None
@@ -112,38 +127,47 @@ class SearchApp:
     def text_query(self, text: str, k: int | None = None) -> Answer:
         """Clips closest to a description."""
 
-        def embed():
+        def prepare():
             query = search.validate_query(text)
-            return self.index.embed_texts(query)[0], f'"{query}"', None
+            return (lambda: self.index.embed_texts(query)[0]), f'"{query}"', None
 
-        return self._run(embed, k)
+        return self._run(prepare, k)
 
     def example_query(
         self, upload: str | None = None, clip_path: str | None = None, k: int | None = None
     ) -> Answer:
         """Clips closest to an example: ``clip_path`` (must be a clip of the collection; that
-        clip is left out of the results) if given, else the uploaded/recorded file."""
+        clip is left out of the results) if given, else the uploaded/recorded file (at most
+        ``max_upload_seconds`` long; decoded before the model lock is taken)."""
         if clip_path and str(clip_path).strip():
 
-            def embed():
+            def prepare():
                 path = self.index.resolve_path(clip_path)
                 row = self.index.row_of(path)
-                return self.index.embed_files(path)[0], path.name, row
+                return (lambda: self.index.embed_files(path)[0]), path.name, row
 
         elif upload:
 
-            def embed():
-                return self.index.embed_files(upload)[0], "your sound", None
+            def prepare():
+                row = self.index.row_of(upload)
+                if row is not None and self.index.valid[row]:
+                    emb = self.index.embeddings[row]
+                    return (lambda: emb), "your sound", None
+                wave = self.index.decode_query(upload, self.max_upload_seconds)
+                return (lambda: self.index.embed_waveform(wave)), "your sound", None
 
         else:
             return self._error("Upload or record a sound, or give the path of a clip.")
-        return self._run(embed, k)
+        return self._run(prepare, k)
 
-    def _run(self, embed, k: int | None) -> Answer:
+    def _run(self, prepare, k: int | None) -> Answer:
+        """``prepare()`` checks and decodes the query without the model lock and returns
+        ``(embed, label, exclude)``; only ``embed()`` (the model call) runs under the lock."""
         k = int(k or self.k)
         try:
+            embed, label, exclude = prepare()
             with self._model_lock:
-                q, label, exclude = embed()
+                q = embed()
             hits = self.index.search(q, k, exclude=[exclude])
         except search.QueryError as exc:
             return self._error(str(exc))
@@ -233,7 +257,7 @@ def build_ui(app: SearchApp):
                     upload = gr.Audio(
                         sources=["upload", "microphone"],
                         type="filepath",
-                        label="A sound",
+                        label=f"A sound (at most {app.max_upload_seconds:g} s)",
                         elem_id="upload",
                     )
                     clip = gr.Textbox(
@@ -320,9 +344,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-samples", type=int, default=None, help="clips per dataset (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top-k", type=int, default=10, help="results shown at first")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per embedding batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--max-upload-seconds",
+        type=float,
+        default=MAX_UPLOAD_SECONDS,
+        help=f"longest uploaded or recorded sound accepted (default {MAX_UPLOAD_SECONDS:g})",
+    )
     p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache)")
     p.add_argument("--no-tsne", action="store_true", help="keep the PCA map, skip t-SNE")
     p.add_argument("--port", type=int, default=7860)
@@ -342,7 +372,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown dataset(s) {unknown}; choose from {','.join(NAMES)}")
     if args.top_k < 1:
         p.error("--top-k must be at least 1")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1 (e.g. 32), got {args.batch_size}")
+    if args.n_samples is not None and args.n_samples < 1:
+        p.error(f"--n-samples must be at least 1 (or left out for all clips), got {args.n_samples}")
+    if not (math.isfinite(args.max_upload_seconds) and args.max_upload_seconds > 0):
+        p.error(
+            "--max-upload-seconds must be a positive number of seconds "
+            f"(default {MAX_UPLOAD_SECONDS:g}), got {args.max_upload_seconds:g}"
+        )
+    problem = _device_problem(args.device)
+    if problem:
+        p.error(f"--device {args.device}: {problem}")
     return args
+
+
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here (None if it can): unknown, or no such accelerator."""
+    if device in ("auto", "cpu"):
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return "unknown device; use auto, cpu, cuda, cuda:N or mps"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine; use --device cpu (or auto)"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0"
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "Apple MPS is not available on this machine; use --device cpu (or auto)"
+    elif dev.type != "cpu":
+        return "unsupported device; use auto, cpu, cuda, cuda:N or mps"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -370,7 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = search.SoundIndex(clips, emb, enc, missing, roots)
     if index.n_failed:
         print(f"warning: {index.n_failed} clips could not be embedded; left out", file=sys.stderr)
-    app = SearchApp(index, k=args.top_k, tsne=not args.no_tsne, seed=args.seed)
+    app = SearchApp(
+        index,
+        k=args.top_k,
+        tsne=not args.no_tsne,
+        seed=args.seed,
+        max_upload_seconds=args.max_upload_seconds,
+    )
     host = "0.0.0.0" if args.listen else args.host
     if not _is_loopback(host):
         print(

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import audio as _audio
 from . import datasets as _datasets
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -357,6 +358,33 @@ class SoundIndex:
             if bad:
                 raise QueryError(f"could not decode {', '.join(bad)} as audio")
         return out
+
+    def decode_query(self, path: str | os.PathLike, max_seconds: float | None = None) -> np.ndarray:
+        """Decode a query file (e.g. an upload) to a mono 48 kHz waveform (T,) float32, without
+        touching the model (the app does this outside its model lock). The duration is read
+        from the header first: :class:`QueryError` if the file cannot be read or decoded, or is
+        longer than ``max_seconds``."""
+        name = Path(path).name
+        try:
+            seconds = float(_audio.audio_info(path)["duration"])
+        except _audio.AudioError as exc:
+            raise QueryError(f"could not read {name} as audio ({exc.reason})") from None
+        if max_seconds is not None and not seconds <= max_seconds:
+            raise QueryError(
+                f"{name} is {seconds:.1f} s long; the limit is {max_seconds:g} s. "
+                "Upload or record a shorter sound (trim it to the part you want to find)."
+            )
+        try:
+            return _audio.load_audio(path, warn=False)
+        except _audio.AudioError as exc:
+            raise QueryError(f"could not decode {name} as audio ({exc.reason})") from None
+
+    def embed_waveform(self, waveform: Any) -> np.ndarray:
+        """Embedding (D,) of a decoded query waveform (T,) at 48 kHz (not cached)."""
+        emb = self._encoder().embed_waveforms([np.asarray(waveform, dtype=np.float32)])[0]
+        if not np.isfinite(emb).all():
+            raise QueryError("the sound could not be embedded (NaN embedding)")
+        return emb
 
     def search(self, query_emb: Any, k: int = 10, exclude: Sequence | None = None) -> pd.DataFrame:
         """Top-k clips for query embeddings (Q, D) or (D,): DataFrame with ``query`` (index),

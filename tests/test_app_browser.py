@@ -105,6 +105,111 @@ def test_app_handlers_search(search_app):
         assert any(path.is_relative_to(r) for r in search_app.index.roots)
 
 
+def test_upload_is_decoded_outside_the_model_lock(search_app, tmp_path, monkeypatch):
+    """A slow upload used to hold the model lock while it was decoded: every other user waited."""
+    import threading
+
+    import clap_helpers.audio
+    import clap_helpers.embed
+
+    real = clap_helpers.audio.load_audio
+    decoding, release = threading.Event(), threading.Event()
+
+    def slow_load_audio(*args, **kwargs):
+        decoding.set()
+        release.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clap_helpers.audio, "load_audio", slow_load_audio)
+    monkeypatch.setattr(clap_helpers.embed, "load_audio", slow_load_audio)
+    upload = tmp_path / "my_sound.wav"  # a new path: not in the embedding cache
+    shutil.copy(search_app.index.clips["path"][1], upload)
+    answers = {}
+    uploader = threading.Thread(
+        target=lambda: answers.update(upload=search_app.example_query(str(upload), None, 3))
+    )
+    texter = threading.Thread(
+        target=lambda: answers.update(text=search_app.text_query("a cat meowing", 3))
+    )
+    try:
+        uploader.start()
+        assert decoding.wait(60), "the upload was never decoded"
+        texter.start()
+        texter.join(60)
+        text_done_while_decoding = not texter.is_alive()
+    finally:
+        release.set()
+        uploader.join(120)
+        texter.join(120)
+    assert text_done_while_decoding, "a text query waited for an upload being decoded"
+    assert answers["text"].results_html.count("<audio") == 3
+    assert answers["upload"].state["hits"][0] == 1, answers["upload"].message
+
+
+def test_upload_duration_is_capped_from_the_header(search_app, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    import clap_helpers.audio
+    from clap_helpers.app import MAX_UPLOAD_SECONDS, SearchApp
+
+    assert search_app.max_upload_seconds == MAX_UPLOAD_SECONDS == 600
+    capped = SearchApp(search_app.index, k=3, tsne=False, max_upload_seconds=2)
+    clip = search_app.index.clips["path"][0]  # a 5 s fixture clip
+    long_upload = tmp_path / "long.wav"
+    shutil.copy(clip, long_upload)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a too-long upload was decoded")
+
+    monkeypatch.setattr(clap_helpers.audio, "load_audio", never)
+    answer = capped.example_query(str(long_upload), None, 3)
+    assert "long.wav is 5.0 s long; the limit is 2 s" in answer.message
+    assert "shorter sound" in answer.message and answer.results_html == ""
+    monkeypatch.undo()
+    x, sr = sf.read(clip, dtype="float32")
+    short = tmp_path / "short.wav"
+    sf.write(short, x[:sr], sr)  # 1 s
+    assert capped.example_query(str(short), None, 3).results_html.count("<audio") == 3
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    message = capped.example_query(str(junk), None, 3).message
+    assert "could not read junk.wav as audio" in message
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["--device", "cuda"],
+            "--device cuda: CUDA is not available on this machine; use --device cpu",
+        ),
+        (["--device", "gpu"], "--device gpu: unknown device; use auto, cpu, cuda, cuda:N or mps"),
+        (["--batch-size", "0"], "--batch-size must be at least 1 (e.g. 32), got 0"),
+        (["--n-samples", "-3"], "--n-samples must be at least 1"),
+        (
+            ["--max-upload-seconds", "0"],
+            "--max-upload-seconds must be a positive number of seconds",
+        ),
+        (["--max-upload-seconds", "nan"], "--max-upload-seconds must be a positive number"),
+        (["--max-upload-seconds", "ten"], "argument --max-upload-seconds: invalid float value"),
+        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
+    ],
+)
+def test_cli_rejects_bad_arguments_with_one_line(argv, expected, monkeypatch, capsys):
+    import torch
+
+    from clap_helpers.app import main, parse_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("python -m clap_helpers.app: error: ")
+    assert parse_args(["--device", "cpu", "--max-upload-seconds", "30"]).max_upload_seconds == 30
+
+
 def test_cli_exits_clearly_without_datasets(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "clap_helpers.app", "--data-root", str(tmp_path)]
