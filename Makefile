@@ -33,8 +33,11 @@ chromium:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium \
 	  || echo "chromium could not be installed: the browser test will be skipped"; }
 
+# The second pytest run repeats the embedding tests with bf16 audio forced (tests/conftest.py reads
+# CLAP_TEST_PRECISION), so bf16 is tested whatever this CPU's flags make precision="auto" pick.
 test: lint chromium
 	$(PY) -m pytest
+	CLAP_TEST_PRECISION=bf16 $(PY) -m pytest -q tests/test_embed.py tests/test_peer_check.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_embedding.py

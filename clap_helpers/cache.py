@@ -11,6 +11,12 @@ rows, so an interrupted run keeps all finished chunks and resumes from them. npz
 archives with a CRC per member: a chunk that fails to load, fails its CRC, has the wrong shape,
 a foreign namespace or non-finite values is reported, deleted and recomputed, never returned.
 
+Several processes may share a cache (two notebooks embedding at once): chunk names are unique,
+and merging chunks (:meth:`EmbeddingStore.compact`) holds a lock file (``.lock``, via
+``filelock``) and merges every chunk on disk before deleting exactly those it merged, so no
+process loses another's rows. Temporary files left by killed processes are swept once they are
+older than ``_STALE_TMP_S``.
+
 Used by: clap_helpers.embed (every notebook that embeds audio or text) and clap_helpers.search.
 """
 
@@ -20,6 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import uuid
 import warnings
 import zipfile
@@ -27,11 +34,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 CACHE_VERSION = 1
 """Bump when the embedding code changes results: old entries then land in another namespace."""
 
 _COMPACT_AFTER = 32  # chunk files in a namespace before they are merged into one
+_STALE_TMP_S = 15 * 60  # a .tmp-* file this old is left over from a killed process
 
 
 class CacheWarning(UserWarning):
@@ -44,6 +53,30 @@ def default_cache_dir() -> Path:
         return Path(os.environ["CLAP_HELPERS_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "clap_helpers"
+
+
+def check_cache_dir(path: str | os.PathLike) -> Path:
+    """``path`` expanded, if it can be a cache folder: it, or its nearest existing parent, must
+    be a writable folder. Raises NotADirectoryError / PermissionError naming it otherwise.
+
+    Checked when a store (or ``load_clap``) is created, not at the first write after many clips.
+    """
+    root = Path(path).expanduser()
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == root else f" (its parent {probe} is a file)"
+        raise NotADirectoryError(
+            f"embedding cache_dir {root} is not a folder{where}: pass another cache_dir "
+            "(or cache_dir=False for no cache), or remove that file"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"embedding cache_dir {root} is not writable ({probe}): pass another cache_dir "
+            "(or cache_dir=False for no cache)"
+        )
+    return root
 
 
 def file_key(path: str | os.PathLike) -> str:
@@ -92,7 +125,7 @@ class EmbeddingStore:
         flush_every: int = 256,
     ):
         self.hash = namespace_hash(namespace)
-        self.dir = Path(root).expanduser() / kind / self.hash
+        self.dir = check_cache_dir(Path(check_cache_dir(root)) / kind / self.hash)
         self.namespace = namespace
         self.dim = int(dim)
         self.flush_every = int(flush_every)
@@ -101,14 +134,40 @@ class EmbeddingStore:
         self._pending_rows: list[np.ndarray] = []
 
     # -- reading ------------------------------------------------------------------------------
+    def _chunks(self) -> list[Path]:
+        """Chunk files on disk now (a folder named like a chunk is not one)."""
+        return sorted(p for p in self.dir.glob("chunk-*.npz") if p.is_file())
+
+    def _sweep_tmp(self) -> None:
+        """Delete ``.tmp-*`` files older than ``_STALE_TMP_S`` (a live write is younger)."""
+        cutoff = time.time() - _STALE_TMP_S
+        for tmp in self.dir.glob(".tmp-*"):
+            try:
+                if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:  # another process swept it first
+                pass
+
     def _load(self) -> dict[str, np.ndarray]:
         if self._index is None:
             self._index = {}
-            for chunk in sorted(self.dir.glob("chunk-*.npz")):
-                loaded = self._read_chunk(chunk)
-                if loaded is not None:
-                    keys, rows = loaded
-                    self._index.update(zip(keys, rows, strict=True))
+            self._sweep_tmp()
+            seen: set[Path] = set()
+            for _ in range(3):  # a chunk merged away meanwhile: its rows are in a newer chunk
+                todo = [c for c in self._chunks() if c not in seen]
+                vanished = False
+                for chunk in todo:
+                    seen.add(chunk)
+                    if not chunk.exists():
+                        vanished = True
+                        continue
+                    loaded = self._read_chunk(chunk)
+                    if loaded is not None:
+                        self._index.update(zip(*loaded, strict=True))
+                    else:
+                        vanished = vanished or not chunk.exists()
+                if not vanished:
+                    break
         return self._index
 
     def _read_chunk(self, chunk: Path) -> tuple[list[str], np.ndarray] | None:
@@ -117,6 +176,8 @@ class EmbeddingStore:
                 keys = [str(k) for k in data["keys"]]
                 rows = np.asarray(data["embeddings"])
                 owner = str(data["namespace"])
+        except FileNotFoundError:  # merged and deleted by another process meanwhile
+            return None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             return self._reject(chunk, f"unreadable ({type(exc).__name__}: {exc})")
         if owner != self.hash:
@@ -175,7 +236,7 @@ class EmbeddingStore:
         rows = np.concatenate(self._pending_rows)
         self._write_chunk(self._pending_keys, rows)
         self._pending_keys, self._pending_rows = [], []
-        if len(list(self.dir.glob("chunk-*.npz"))) > _COMPACT_AFTER:
+        if len(self._chunks()) > _COMPACT_AFTER:
             self.compact()
 
     def _write_chunk(self, keys: Sequence[str], rows: np.ndarray) -> Path:
@@ -202,16 +263,30 @@ class EmbeddingStore:
         return target
 
     def compact(self) -> None:
-        """Merge all chunk files into one (after a flush; keeps directory listings short)."""
+        """Merge all chunk files into one (after a flush; keeps directory listings short).
+
+        Safe with other processes using the same store: under a lock file, every chunk on disk
+        (other processes' included) is read and merged, and only the chunks merged are deleted.
+        """
         self.flush()
-        chunks = sorted(self.dir.glob("chunk-*.npz"))
-        if len(chunks) < 2:
+        if not self.dir.is_dir():
             return
-        index = self._load()
-        keys = list(index)
-        self._write_chunk(keys, np.stack([index[k] for k in keys]))
-        for chunk in chunks:
-            chunk.unlink(missing_ok=True)
+        with FileLock(str(self.dir / ".lock")):
+            self._sweep_tmp()
+            chunks = self._chunks()
+            if len(chunks) < 2:
+                return
+            merged: dict[str, np.ndarray] = {}
+            for chunk in chunks:
+                loaded = self._read_chunk(chunk)
+                if loaded is not None:
+                    merged.update(zip(*loaded, strict=True))
+            index = self._load()
+            index.update(merged)  # rows other processes wrote are now known here too
+            keys = list(index)
+            self._write_chunk(keys, np.stack([index[k] for k in keys]))
+            for chunk in chunks:
+                chunk.unlink(missing_ok=True)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -23,7 +23,9 @@ Used by: every notebook that embeds audio or text (02-10), clap_helpers.search a
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio import CLAP_SAMPLE_RATE, AudioError, load_audio
-from .cache import EmbeddingStore, default_cache_dir, file_key, text_key
+from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .frontend import LogMelFrontend, split_windows
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
@@ -43,6 +45,8 @@ WINDOW_MODES = ("average", "first", "fusion")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
+TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class EmbeddingWarning(UserWarning):
@@ -50,9 +54,31 @@ class EmbeddingWarning(UserWarning):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, then Apple MPS, then CPU; anything else as given."""
+    """``"auto"``: CUDA if available, then Apple MPS, then CPU; anything else as given.
+
+    Raises ValueError for a device string torch does not know, and for ``"cuda"`` / ``"mps"``
+    when this PyTorch build or machine has none.
+    """
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'mps' "
+                f"({exc})"
+            ) from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} but PyTorch {torch.__version__} sees no CUDA GPU on this "
+                "machine (a CPU-only torch build, or no driver); use device='auto' or 'cpu'"
+            )
+        mps = getattr(torch.backends, "mps", None)
+        if dev.type == "mps" and not (mps is not None and mps.is_available()):
+            raise ValueError(
+                f"device={str(device)!r} but Apple MPS is not available on this machine; "
+                "use device='auto' or 'cpu'"
+            )
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -109,26 +135,41 @@ def load_clap(
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` picks the fastest
             precision for the device (see :func:`resolve_precision`) and checks on a probe clip
-            that it stays within cosine 0.999 of fp32, else uses fp32. Log-mel features are
-            always computed in fp32.
+            that it stays within cosine 0.999 of fp32, else uses fp32. This is the audio
+            tower's precision: log-mel features and text embeddings are always fp32.
         revision: hub revision (branch, tag or commit); part of the cache key.
         window: clips longer than 10 s: ``"average"`` (mean of consecutive 10 s windows),
             ``"first"`` (first window only) or ``"fusion"`` (fused checkpoints: the whole clip
             through the deterministic 4-channel fusion front-end).
-        cache_dir: embedding cache (default :func:`clap_helpers.cache.default_cache_dir`).
+        cache_dir: embedding cache (default :func:`clap_helpers.cache.default_cache_dir`;
+            ``False``: no cache). A path that is a file is an error here, not after a run.
         num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
         int16_roundtrip: quantise audio to int16 and back before embedding, as the original
             ``laion_clap`` package does (part of the cache key).
+
+    Raises:
+        FileNotFoundError: ``model`` is a path (``/``, ``./``, ``~``, ...) to a missing folder.
+        OSError: a hub id that is neither in the local HF cache nor downloadable (the message
+            names the fixes: HF_HOME, HF_HUB_OFFLINE=1, a local folder).
+        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``.
+        NotADirectoryError: ``cache_dir`` is a file.
     """
     from transformers import ClapModel, ClapProcessor
 
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
     dev = resolve_device(device)
-    model_id = str(model)
+    model_id = _check_model(model)
+    if cache_dir is not False:
+        check_cache_dir(default_cache_dir() if cache_dir is None else cache_dir)
     kwargs = {"revision": revision} if revision else {}
-    clap = ClapModel.from_pretrained(model_id, **kwargs).eval().to(dev)
-    processor = ClapProcessor.from_pretrained(model_id, **kwargs)
+    try:
+        clap = ClapModel.from_pretrained(model_id, **kwargs).eval().to(dev)
+        processor = ClapProcessor.from_pretrained(model_id, **kwargs)
+    except OSError as exc:
+        if Path(model_id).expanduser().is_dir():
+            raise
+        raise OSError(_unreachable_message(model_id, revision, exc)) from None
     fused = bool(clap.config.audio_config.enable_fusion)
     if window == "fusion" and not fused:
         raise ValueError(f"window='fusion' needs a fused checkpoint; {model_id} is unfused")
@@ -160,8 +201,56 @@ def load_clap(
     return enc
 
 
+def _looks_like_path(model: str) -> bool:
+    """A local path rather than a hub id (``org/name`` or ``name``)."""
+    if model.startswith(("/", "./", "../", "~", ".\\", "..\\")) or model in (".", ".."):
+        return True
+    if "\\" in model:
+        return True
+    return model.count("/") > 1
+
+
+def _check_model(model: str | os.PathLike) -> str:
+    """The model argument as a string; a local folder that does not exist or has no
+    ``config.json`` is a clear error (not transformers' complaint about repo ids)."""
+    model_id = str(model)
+    folder = Path(model_id).expanduser()
+    if isinstance(model, os.PathLike) or _looks_like_path(model_id) or folder.is_dir():
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"model folder not found: {model_id} (pass an existing folder in "
+                "from_pretrained layout, or a hub id such as laion/clap-htsat-unfused)"
+            )
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model folder {model_id} has no config.json: it must hold a checkpoint saved "
+                "with save_pretrained (config.json, weights, tokenizer and preprocessor files)"
+            )
+    return model_id
+
+
+def _unreachable_message(model_id: str, revision: str | None, exc: Exception) -> str:
+    from huggingface_hub import constants
+
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    at = f" at revision {revision!r}" if revision else ""
+    return (
+        f"cannot load model {model_id!r}{at}: it is not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}) and could not be downloaded ({reason}). Fix: connect to "
+        "the internet once to download it; or set HF_HOME to the folder whose hub/ cache holds "
+        "it (HF_HUB_OFFLINE=1 then loads it offline); or pass a local checkpoint folder "
+        "(load_clap('/local/folder'), notebooks: -p model /local/folder)"
+    )
+
+
 def _model_revision(model_id: str, model: torch.nn.Module, revision: str | None) -> str:
-    """Commit hash for hub models; for a local folder, a hash of its files' names, sizes, mtimes."""
+    """Commit hash for hub models; for a local folder, a hash of its files' names, sizes, mtimes.
+
+    The commit comes from the resolved snapshot folder of the HF cache
+    (``.../models--org--name/snapshots/<commit>/config.json``): transformers 5 no longer sets
+    ``config._commit_hash``, and a branch name ("main") would serve stale embeddings once the
+    checkpoint is updated.
+    """
     folder = Path(model_id).expanduser()
     if folder.is_dir():
         h = hashlib.sha1(str(folder.resolve()).encode())
@@ -170,7 +259,33 @@ def _model_revision(model_id: str, model: torch.nn.Module, revision: str | None)
                 st = p.stat()
                 h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
         return "local-" + h.hexdigest()[:16]
-    return getattr(model.config, "_commit_hash", None) or revision or "main"
+    commit = _snapshot_commit(model_id, revision)
+    return commit or getattr(model.config, "_commit_hash", None) or revision or "main"
+
+
+def _snapshot_commit(model_id: str, revision: str | None) -> str | None:
+    """The commit of the cached snapshot ``revision`` (default main) resolves to, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    if not isinstance(path, str):
+        return None
+    snapshot = Path(path).parent
+    if snapshot.parent.name != "snapshots" or not _COMMIT.fullmatch(snapshot.name):
+        return None
+    return snapshot.name
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
@@ -248,7 +363,12 @@ class ClapEncoder:
         self.model_id = model_id
         self.revision = revision
         self.window = window
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        # False: no cache unless a call passes a cache_dir
+        self.cache_dir: Path | bool = (
+            False
+            if cache_dir is False
+            else check_cache_dir(cache_dir if cache_dir else default_cache_dir())
+        )
         if num_workers is None:
             num_workers = 1 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
         self.num_workers = num_workers
@@ -298,14 +418,16 @@ class ClapEncoder:
         }
 
     def text_namespace(self) -> dict:
-        return {"model": self.model_id, "revision": self.revision, "precision": self.precision}
+        """What a text embedding depends on. Text always runs in fp32 (see :meth:`embed_text`),
+        whatever ``precision`` the audio tower uses."""
+        return {"model": self.model_id, "revision": self.revision, "precision": TEXT_PRECISION}
 
     def _store(self, kind: str, cache_dir) -> EmbeddingStore | None:
-        if cache_dir is False:
+        root = self.cache_dir if cache_dir is None else cache_dir
+        if root is False:
             return None
-        root = Path(cache_dir).expanduser() if cache_dir else self.cache_dir
         namespace = self.audio_namespace() if kind == "audio" else self.text_namespace()
-        return EmbeddingStore(root, kind, namespace, self.dim, self.cache_flush_every)
+        return EmbeddingStore(Path(root), kind, namespace, self.dim, self.cache_flush_every)
 
     # -- model calls --------------------------------------------------------------------------
     def _autocast(self):
@@ -339,6 +461,7 @@ class ClapEncoder:
 
     def embed_waveforms(self, waveforms: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Embed in-memory mono waveforms at 48 kHz (e.g. soundscapes): (N, D) float32. No cache."""
+        _check_batch_size(batch_size)
         rows = []
         pending: list[np.ndarray] = []
         for x in waveforms:
@@ -397,6 +520,7 @@ class ClapEncoder:
         """
         from tqdm.auto import tqdm
 
+        _check_batch_size(batch_size)
         paths = [str(p) for p in paths]
         self.failures, self.problems = [], []
         store = self._store("audio", cache_dir)
@@ -466,7 +590,13 @@ class ClapEncoder:
         batch_size: int = 256,
         cache_dir: str | os.PathLike | None | bool = None,
     ) -> np.ndarray:
-        """Embed texts: -> (C, D) float32, L2-normalised; cached like audio (``cache_dir``)."""
+        """Embed texts: -> (C, D) float32, L2-normalised; cached like audio (``cache_dir``).
+
+        The text tower always runs in fp32, whatever the encoder's ``precision``: text is cheap,
+        and bf16 text embeddings can drift far from fp32 (cosine 0.87 on a sharp checkpoint),
+        flipping zero-shot decisions that :meth:`precision_check` (audio only) would not see.
+        """
+        _check_batch_size(batch_size)
         texts = [str(t) for t in texts]
         out = np.full((len(texts), self.dim), np.nan, dtype=np.float32)
         store = self._store("text", cache_dir)
@@ -481,7 +611,7 @@ class ClapEncoder:
             tokens = self.tokenizer(
                 [texts[r] for r in rows], padding=True, truncation=True, return_tensors="pt"
             ).to(self.device)
-            with self._autocast():
+            with torch.autocast(self.device.type, enabled=False):  # fp32, see docstring
                 res = self.model.get_text_features(**tokens)
             emb = res.pooler_output if hasattr(res, "pooler_output") else res
             out[rows] = F.normalize(emb.float(), dim=-1).cpu().numpy()
@@ -492,7 +622,8 @@ class ClapEncoder:
         return out
 
     def precision_check(self, precision: str, seconds: float = 10.0) -> float:
-        """Cosine between ``precision`` and fp32 embeddings of a fixed probe clip (chirp + noise)."""
+        """Cosine between ``precision`` and fp32 audio embeddings of a fixed probe clip (chirp +
+        noise). Only audio needs it: text always runs in fp32."""
         rng = np.random.default_rng(0)
         t = np.arange(int(seconds * CLAP_SAMPLE_RATE)) / CLAP_SAMPLE_RATE
         probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)

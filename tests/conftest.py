@@ -45,3 +45,25 @@ def tiny_clap_fused(fixture_env):
     from clap_helpers.fixtures import make_tiny_clap
 
     return make_tiny_clap(fixture_env.fused_model, fused=True)
+
+
+# Embedding precision of the tests that do not test precision itself. Never chosen by CPU flags:
+# fp32 unless CLAP_TEST_PRECISION forces another (`make test` runs the embedding tests once more
+# with CLAP_TEST_PRECISION=bf16, so bf16 is covered on AVX2-only, AVX512-BF16 and AMX CPUs alike).
+TEST_PRECISION = os.environ.get("CLAP_TEST_PRECISION", "fp32")
+# Least cosine between an audio embedding at a precision and the fp32 reference of the same clip.
+MIN_COSINE_TO_FP32 = {"fp32": 0.9999, "bf16": 0.99, "fp16": 0.99}
+
+
+@pytest.fixture(scope="session")
+def default_precision() -> str:
+    """``precision=`` for embedding tests that do not test precision (``CLAP_TEST_PRECISION``)."""
+    if TEST_PRECISION not in MIN_COSINE_TO_FP32:
+        raise pytest.UsageError(f"CLAP_TEST_PRECISION={TEST_PRECISION!r}: use fp32, bf16 or fp16")
+    return TEST_PRECISION
+
+
+@pytest.fixture(scope="session")
+def min_cosine_to_fp32():
+    """Tolerance per precision: ``min_cosine_to_fp32("bf16") == 0.99``."""
+    return MIN_COSINE_TO_FP32.__getitem__
