@@ -180,8 +180,7 @@ def _read_blocks(
     stream = None if rate == file_rate else soxr.ResampleStream(file_rate, rate, 1, "float32", "HQ")
     # Headers (MP3 above all) can claim any length: trust them only up to the limit.
     expected = f.frames if f.frames > 0 else _BLOCK_FRAMES
-    if limit is not None:
-        expected = min(expected, limit)
+    expected = min(expected, limit if limit is not None else int(DEFAULT_MAX_SECONDS * file_rate))
     out = _Growing(int(np.ceil(expected * rate / file_rate)) + 16)
     frames_read = 0
     while limit is None or frames_read < limit:

@@ -47,6 +47,7 @@ WINDOW_MODES = ("average", "first", "fusion")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
+_OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
 
 
 class EmbeddingWarning(UserWarning):
@@ -221,6 +222,11 @@ class _DecodeDataset(torch.utils.data.Dataset):
         # A tensor (not an array) travels to the parent through shared memory instead of a pipe.
         notes = [str(w.message).removeprefix(f"{path}: ") for w in caught]
         return row, torch.from_numpy(x), notes
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _collate(items):
@@ -468,15 +474,16 @@ class ClapEncoder:
         try:
             for items in loader:
                 good = [(row, x) for row, x, _ in items if x is not None]
-                if good:
-                    emb = self._embed_decoded([x for _, x in good], batch_size)
-                    good_rows = [row for row, _ in good]
+                good_rows, emb, no_memory = self._embed_rows(good, batch_size)
+                if good_rows:
                     out[good_rows] = emb
                     if store is not None:
                         store.add([keys[r] for r in good_rows], emb)
                 for row, x, notes in items:
                     for note in notes:
                         self._report(paths[row], note, failed=x is None)
+                    if row in no_memory:
+                        self._report(paths[row], no_memory[row], failed=True)
                 bar.update(len(items))
         finally:
             bar.close()
@@ -490,6 +497,32 @@ class ClapEncoder:
                 stacklevel=2,
             )
         return out
+
+    def _embed_rows(
+        self, good: list[tuple[int, torch.Tensor]], batch_size: int
+    ) -> tuple[list[int], np.ndarray, dict[int, str]]:
+        """Embed decoded clips ``[(row, waveform)]``: -> (rows, (len(rows), D), {row: reason}).
+
+        If the batch runs out of memory (host or GPU), each clip is retried alone; a clip that
+        still does is left out with a reason, so one huge file never ends the run.
+        """
+        if not good:
+            return [], np.zeros((0, self.dim), np.float32), {}
+        try:
+            return [r for r, _ in good], self._embed_decoded([x for _, x in good], batch_size), {}
+        except _OUT_OF_MEMORY:
+            _release_memory(self.device)
+        rows, embs, failed = [], [], {}
+        for row, x in good:
+            try:
+                embs.append(self._embed_decoded([x], batch_size))
+                rows.append(row)
+            except _OUT_OF_MEMORY:
+                _release_memory(self.device)
+                seconds = len(x) / CLAP_SAMPLE_RATE
+                failed[row] = f"out of memory while embedding {seconds:.0f} s of audio"
+        emb = np.concatenate(embs) if embs else np.zeros((0, self.dim), np.float32)
+        return rows, emb, failed
 
     def _report(self, path: str, note: str, failed: bool) -> None:
         (self.failures if failed else self.problems).append((path, note))

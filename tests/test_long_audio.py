@@ -155,6 +155,27 @@ def test_memory_error_in_embed_audio_is_one_named_failure(tiny_clap, clips, monk
     ]
 
 
+def test_out_of_memory_while_embedding_fails_only_that_clip(tiny_clap, clips, tmp_path):
+    long_clip = tmp_path / "long_one.wav"
+    sf.write(long_clip, tone(440, 30.0, 16000), 16000)
+    paths = [clips[0], str(long_clip), clips[2]]
+    enc = load_clap(tiny_clap, device="cpu", precision="fp32", num_workers=0)
+    ref = enc.embed_audio(paths, cache_dir=False, progress=False)
+    embed_decoded = enc._embed_decoded
+
+    def tight_memory(waveforms, batch_size):  # as if a 30 s clip did not fit
+        if any(len(x) > 20 * 48000 for x in waveforms):
+            raise MemoryError
+        return embed_decoded(waveforms, batch_size)
+
+    enc._embed_decoded = tight_memory
+    with pytest.warns(EmbeddingWarning, match=r"long_one.wav: out of memory while embedding 30 s"):
+        emb = enc.embed_audio(paths, cache_dir=False, progress=False)
+    assert np.isnan(emb[1]).all()
+    np.testing.assert_allclose(emb[[0, 2]], ref[[0, 2]], atol=1e-6)
+    assert enc.failures == [(str(long_clip), "out of memory while embedding 30 s of audio")]
+
+
 def test_max_seconds_is_part_of_the_cache_key(tiny_clap, tmp_path):
     long_clip = tmp_path / "long.wav"
     sf.write(long_clip, np.concatenate([tone(300, 10.0, 16000), tone(2000, 15.0, 16000)]), 16000)
