@@ -53,9 +53,11 @@ _SILENCE_PEAK = 1e-6
 
 
 class AudioError(RuntimeError):
-    """A file that cannot be used as audio: missing, empty, truncated or undecodable.
+    """A file that cannot be used as audio: missing, empty, truncated, not recognisable as audio,
+    undecodable, or too large for the memory left.
 
-    Attributes: ``path`` (str) and ``reason`` (short text, e.g. ``"file not found"``).
+    Attributes: ``path`` (str) and ``reason`` (short text, e.g. ``"file not found"``,
+    ``"not a recognisable audio file (WAV, FLAC, OGG or MP3)"``).
     """
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -65,7 +67,8 @@ class AudioError(RuntimeError):
 
 
 class AudioWarning(UserWarning):
-    """A clip that decodes but is suspicious (silent, or had NaN/inf samples that were zeroed)."""
+    """A clip that decodes but is suspicious: silent, NaN/inf samples (zeroed), longer than
+    ``max_seconds`` (cut), or MP3 frames libmpg123 had to skip."""
 
 
 def load_audio(
