@@ -274,10 +274,11 @@ class _CapturedStderr:
 
     def __init__(self, fd: int | None):
         self.fd = fd
+        self.final: str | None = None  # the text, kept when the capture ends
 
     def text(self) -> str:
-        if self.fd is None:
-            return ""
+        if self.final is not None or self.fd is None:
+            return self.final or ""
         # pread: the write offset, shared with fd 2, must not move.
         return os.pread(self.fd, os.fstat(self.fd).st_size, 0).decode("utf-8", "replace")
 
@@ -332,6 +333,7 @@ def _capture_c_stderr():
                     sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+            captured.final = captured.text()  # the file is reused by the next capture
             other = captured.others()
             if other:
                 os.write(2, other.encode("utf-8", "replace"))

@@ -334,3 +334,15 @@ def test_worker_processes_keep_fd2_quiet(tiny_clap, truncated_fma_track, clips, 
     assert [p for p, _ in enc.failures] == [truncated_fma_track]
     err = capfd.readouterr().err
     assert "Xing" not in err and "mpg123" not in err, err
+
+
+def test_threads_decoding_at_once_leave_fd2_as_it_was(tmp_path, capfd):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "xing.mp3"
+    mp3_with_bogus_xing(path, size=1234)  # libmpg123 warns on every open
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(lambda _: load_audio(path).size, range(12)))
+    assert len(set(sizes)) == 1
+    os.write(2, b"still here\n")
+    assert capfd.readouterr().err == "still here\n"
