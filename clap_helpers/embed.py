@@ -11,8 +11,12 @@ are decoded and resampled to 48 kHz in DataLoader worker processes while the mod
 is cut into consecutive 10 s windows; the batched torch log-mel front-end
 (:mod:`clap_helpers.frontend`) and the model run on the chosen device and precision; window
 embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished rows go
-to the cache in atomic chunks. A file that fails to decode gives a NaN row, a warning naming it and
-an entry in :attr:`ClapEncoder.failures`; the run goes on.
+to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory) gives a
+NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
+
+Memory: a file is decoded in blocks and cut at ``max_seconds`` (default 30 min, see
+:func:`clap_helpers.audio.load_audio`); a long clip's 10 s windows are copied into model batches of
+at most ``model_batch_size`` windows as they are needed, never all at once.
 
 Nothing is random: no random crops (transformers' extractor crops long clips at random), and
 fused models get ``is_longer`` from the clip length alone.
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import CLAP_SAMPLE_RATE, AudioError, load_audio
+from .audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS, AudioError, load_audio
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .frontend import LogMelFrontend, split_windows
 
@@ -47,6 +51,7 @@ _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+_OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
 
 
 class EmbeddingWarning(UserWarning):
@@ -126,6 +131,7 @@ def load_clap(
     cache_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
     int16_roundtrip: bool = False,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> ClapEncoder:
     """Load a CLAP checkpoint (hub id or local folder in ``from_pretrained`` layout).
 
@@ -146,6 +152,9 @@ def load_clap(
         num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
         int16_roundtrip: quantise audio to int16 and back before embedding, as the original
             ``laion_clap`` package does (part of the cache key).
+        max_seconds: audio files are decoded up to this many seconds (default 30 min); a longer
+            file is embedded from its first ``max_seconds`` with a warning naming it (part of the
+            cache key). ``None``: no limit.
 
     Raises:
         FileNotFoundError: ``model`` is a path (``/``, ``./``, ``~``, ...) to a missing folder.
@@ -186,6 +195,7 @@ def load_clap(
         cache_dir=cache_dir,
         num_workers=num_workers,
         int16_roundtrip=int16_roundtrip,
+        max_seconds=max_seconds,
     )
     wanted = resolve_precision(precision, dev)
     if precision == "auto" and wanted != "fp32":
@@ -289,12 +299,22 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes)."""
+    """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes).
 
-    def __init__(self, paths: Sequence[str], rows: Sequence[int], int16_roundtrip: bool):
+    A file that raises :class:`AudioError` or ``MemoryError`` gives ``None`` and the reason.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        rows: Sequence[int],
+        int16_roundtrip: bool,
+        max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    ):
         self.paths = list(paths)
         self.rows = list(rows)
         self.int16_roundtrip = int16_roundtrip
+        self.max_seconds = max_seconds
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -305,15 +325,23 @@ class _DecodeDataset(torch.utils.data.Dataset):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                x = load_audio(path, CLAP_SAMPLE_RATE)
+                x = load_audio(path, CLAP_SAMPLE_RATE, max_seconds=self.max_seconds)
+                if self.int16_roundtrip:
+                    x = np.clip(x, -1.0, 1.0) * 32767.0
+                    x = x.astype(np.int16).astype(np.float32) / 32767.0
             except AudioError as exc:
                 return row, None, [exc.reason]
-        if self.int16_roundtrip:
-            x = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+            except MemoryError:
+                return row, None, [f"out of memory while decoding (max_seconds={self.max_seconds})"]
         # load_audio's warnings start with the path: keep only the reason, re-emitted in the parent.
         # A tensor (not an array) travels to the parent through shared memory instead of a pipe.
         notes = [str(w.message).removeprefix(f"{path}: ") for w in caught]
         return row, torch.from_numpy(x), notes
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _collate(items):
@@ -337,7 +365,8 @@ class ClapEncoder:
         cache_flush_every: rows per cache chunk; an interrupted run redoes at most this many.
         model_batch_size: windows per model call (4 on CPU, None elsewhere: ``batch_size``).
         problems: ``[(path, problem)]`` of files that were embedded but are suspicious (silent,
-            NaN samples set to 0), from the last call.
+            NaN samples set to 0, cut at ``max_seconds``), from the last call.
+        max_seconds: files are decoded up to this many seconds (``None``: no limit).
     """
 
     def __init__(
@@ -354,6 +383,7 @@ class ClapEncoder:
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
         int16_roundtrip: bool = False,
+        max_seconds: float | None = DEFAULT_MAX_SECONDS,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -373,6 +403,7 @@ class ClapEncoder:
             num_workers = 1 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
         self.num_workers = num_workers
         self.int16_roundtrip = int16_roundtrip
+        self.max_seconds = max_seconds
         self.fused = bool(model.config.audio_config.enable_fusion)
         self.dim = int(model.config.projection_dim)
         self.failures: list[tuple[str, str]] = []
@@ -404,6 +435,7 @@ class ClapEncoder:
             "precision": self.precision,
             "window": self.window,
             "int16_roundtrip": self.int16_roundtrip,
+            "max_seconds": self.max_seconds,
             "frontend": {
                 "truncation": fe.truncation,
                 "padding": fe.padding,
@@ -445,19 +477,21 @@ class ClapEncoder:
         emb = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 4.x
         return F.normalize(emb.float(), dim=-1).cpu()
 
-    def _clip_windows(self, waveform) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model inputs of one clip (T,) array or tensor: (W, T') windows and (W,) true lengths.
+    def _clip_windows(self, n_samples: int) -> list[tuple[int, int]]:
+        """Model inputs of a clip of ``n_samples``: ``[(start, length)]`` of its windows.
 
         A clip that fits one window is passed as it is (the front-end fills it by its padding
-        rule), so a batch is only padded to its longest clip, not to 10 s.
+        rule), so a batch is only padded to its longest clip, not to 10 s. Longer clips are cut
+        by :func:`clap_helpers.frontend.split_windows` (consecutive windows); only the plan is
+        computed here (on torch's ``meta`` device, no memory), the samples are copied batch by
+        batch in :meth:`_embed_decoded`.
         """
-        x = torch.as_tensor(waveform)
-        if self.window == "fusion" or x.shape[0] <= self.frontend.max_length:
-            return x[None], torch.tensor([x.shape[0]])
-        windows, lengths = split_windows(x, self.frontend.max_length)
-        if self.window == "first":
-            return windows[:1], lengths[:1]
-        return windows, lengths
+        size = self.frontend.max_length
+        if self.window == "fusion" or n_samples <= size:
+            return [(0, n_samples)]
+        _, lengths = split_windows(torch.empty(n_samples, device="meta"), size)
+        plan = [(i * size, int(n)) for i, n in enumerate(lengths.tolist())]
+        return plan[:1] if self.window == "first" else plan
 
     def embed_waveforms(self, waveforms: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Embed in-memory mono waveforms at 48 kHz (e.g. soundscapes): (N, D) float32. No cache."""
@@ -475,24 +509,33 @@ class ClapEncoder:
 
     def _embed_decoded(self, clips: Sequence, batch_size: int) -> np.ndarray:
         """Clip embeddings (len(clips), D) of waveforms (T,): windows go to the model
-        ``min(batch_size, model_batch_size)`` at a time; a clip's windows are pooled."""
+        ``min(batch_size, model_batch_size)`` at a time; a clip's windows are pooled.
+
+        A model batch holds at most that many windows and at most that many 10 s of samples
+        (a longer ``fusion`` clip goes alone), so a 30 min clip never becomes one big tensor.
+        """
         batch_size = min(batch_size, self.model_batch_size or batch_size)
-        owners, windows, lengths = [], [], []
-        for i, x in enumerate(clips):
-            w, n = self._clip_windows(x)
-            owners.extend([i] * len(w))
-            windows.extend(w)
-            lengths.extend(n.tolist())
-        emb = torch.empty((len(windows), self.dim))
-        for start in range(0, len(windows), batch_size):
-            part = windows[start : start + batch_size]
-            width = max(w.shape[0] for w in part)
-            batch = torch.zeros((len(part), width))
-            for j, w in enumerate(part):
-                batch[j, : w.shape[0]] = w
-            lens = torch.tensor(lengths[start : start + batch_size])
-            emb[start : start + len(part)] = self._audio_forward(batch, lens)
-        owner = torch.tensor(owners)
+        budget = batch_size * self.frontend.max_length  # samples in one padded model batch
+        clips = [torch.as_tensor(x) for x in clips]
+        plan = [(i, s, n) for i, x in enumerate(clips) for s, n in self._clip_windows(len(x))]
+        batches: list[list[tuple[int, int, int]]] = []
+        for item in plan:
+            part = batches[-1] if batches else None
+            width = max([n for _, _, n in part or []] + [item[2]])
+            if part is None or len(part) == batch_size or width * (len(part) + 1) > budget:
+                batches.append([item])
+            else:
+                part.append(item)
+        emb = torch.empty((len(plan), self.dim))
+        done = 0
+        for part in batches:
+            batch = torch.zeros((len(part), max(n for _, _, n in part)))
+            for j, (i, start, n) in enumerate(part):
+                batch[j, :n] = clips[i][start : start + n]
+            lens = torch.tensor([n for _, _, n in part])
+            emb[done : done + len(part)] = self._audio_forward(batch, lens)
+            done += len(part)
+        owner = torch.tensor([i for i, _, _ in plan])
         pooled = torch.zeros((len(clips), self.dim)).index_add_(0, owner, emb)
         return F.normalize(pooled, dim=-1).numpy()
 
@@ -536,7 +579,7 @@ class ClapEncoder:
             return out
         workers = self.num_workers if num_workers is None else num_workers
         loader = torch.utils.data.DataLoader(
-            _DecodeDataset(paths, todo, self.int16_roundtrip),
+            _DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
@@ -555,15 +598,16 @@ class ClapEncoder:
         try:
             for items in loader:
                 good = [(row, x) for row, x, _ in items if x is not None]
-                if good:
-                    emb = self._embed_decoded([x for _, x in good], batch_size)
-                    good_rows = [row for row, _ in good]
+                good_rows, emb, no_memory = self._embed_rows(good, batch_size)
+                if good_rows:
                     out[good_rows] = emb
                     if store is not None:
                         store.add([keys[r] for r in good_rows], emb)
                 for row, x, notes in items:
                     for note in notes:
                         self._report(paths[row], note, failed=x is None)
+                    if row in no_memory:
+                        self._report(paths[row], no_memory[row], failed=True)
                 bar.update(len(items))
         finally:
             bar.close()
@@ -577,6 +621,32 @@ class ClapEncoder:
                 stacklevel=2,
             )
         return out
+
+    def _embed_rows(
+        self, good: list[tuple[int, torch.Tensor]], batch_size: int
+    ) -> tuple[list[int], np.ndarray, dict[int, str]]:
+        """Embed decoded clips ``[(row, waveform)]``: -> (rows, (len(rows), D), {row: reason}).
+
+        If the batch runs out of memory (host or GPU), each clip is retried alone; a clip that
+        still does is left out with a reason, so one huge file never ends the run.
+        """
+        if not good:
+            return [], np.zeros((0, self.dim), np.float32), {}
+        try:
+            return [r for r, _ in good], self._embed_decoded([x for _, x in good], batch_size), {}
+        except _OUT_OF_MEMORY:
+            _release_memory(self.device)
+        rows, embs, failed = [], [], {}
+        for row, x in good:
+            try:
+                embs.append(self._embed_decoded([x], batch_size))
+                rows.append(row)
+            except _OUT_OF_MEMORY:
+                _release_memory(self.device)
+                seconds = len(x) / CLAP_SAMPLE_RATE
+                failed[row] = f"out of memory while embedding {seconds:.0f} s of audio"
+        emb = np.concatenate(embs) if embs else np.zeros((0, self.dim), np.float32)
+        return rows, emb, failed
 
     def _report(self, path: str, note: str, failed: bool) -> None:
         (self.failures if failed else self.problems).append((path, note))
