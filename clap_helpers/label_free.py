@@ -26,8 +26,16 @@ pool's cosines, so ``temperature`` is unitless. A clip ``x`` (in the pool or not
 ``argmax_c (L(x, c) + g_c)``; for pool clips this is the argmax of the transport plan ``Q``.
 
 Every default was chosen on the CLAP-like simulator of :mod:`clap_helpers.embedding_sim`
-(``benchmarks/label_free_defaults.py``), never on a real benchmark's labels. Pure numpy; 2000
-clips x 512 dims x 50 classes take a few tens of milliseconds.
+(``benchmarks/label_free_defaults.py``: 7 settings, balanced and imbalanced, several seeds),
+never on a real benchmark's labels: ``temperature`` 0.1, ``n_iter`` 4, ``alpha`` 0.6,
+``balance`` 1, ``prior="estimate"`` with no shrinkage (any shrinkage towards uniform lost up to
+5 points on imbalanced settings), ``center=True``. On the simulator this adds about 10-13 points
+to zero-shot on ESC-50-like and UrbanSound8K-like settings. Known limit: where the audio clusters
+overlap heavily (``us8k-noisy``, within-class audio cosine about 0.3) the prototype step can
+drift towards what the prompts pick (+1.5 points on average, -1.9 at worst over 3 seeds); a
+larger ``alpha`` keeps the prototypes closer to the text there. The prior step alone (``n_iter=0``)
+stays within 0.1 point of zero-shot on every imbalanced setting, where a uniform prior loses 3 to
+17 points. Pure numpy; 2000 clips x 512 dims x 50 classes take well under a second.
 
 Text embeddings may be one prompt per class, (C, D), or an ensemble: (K, C, D) or a list of C
 arrays (n_c, D); the anchor of a class is then the normalised mean of its prompts.
@@ -61,7 +69,7 @@ __all__ = [
 DEFAULTS: dict[str, Any] = {
     "temperature": 0.1,
     "n_iter": 4,
-    "alpha": 0.5,
+    "alpha": 0.6,
     "balance": 1.0,
     "prior": "estimate",
     "prior_shrinkage": 0.0,
