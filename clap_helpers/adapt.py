@@ -12,6 +12,9 @@ Modes (see :func:`prototypes` and :func:`crossval`):
 - ``"sv"``: supervised prototypes, ``p_c`` = mean of the training clips labelled ``c``.
 - ``"linear"``: a logistic-regression probe (StandardScaler + LogisticRegression, fitted on the
   training folds only).
+- ``"label_free"``: :func:`clap_helpers.label_free.fit` (modality-gap centring, estimated class
+  prior, Sinkhorn balanced assignment, prototype refinement) on an unlabelled pool: every clip
+  (``transductive=True``) or the other folds' clips (``transductive=False``). Reads no label.
 
 Domain adaptation against a known background (:func:`text_domain_adapt`,
 :func:`audio_domain_adapt`) subtracts ``tau * beta_c`` from every score, where ``beta_c`` is the
@@ -37,16 +40,19 @@ import numpy as np
 import pandas as pd
 
 MODES = ("zs", "tgap", "sv", "linear")
+LABEL_FREE = "label_free"  # also a crossval mode; it takes the extra `transductive` argument
 PROTOTYPE_MODES = ("zs", "tgap", "sv")
 DEFAULT_TOP_N = 35
 DEFAULT_TAU = 0.5
 
 __all__ = [
+    "LABEL_FREE",
     "MODES",
     "audio_domain_adapt",
     "background_offsets",
     "compare_table",
     "crossval",
+    "label_free_predict",
     "predict",
     "prototypes",
     "published_table",
@@ -268,8 +274,11 @@ def crossval(
     random_state: int = 0,
     adapt: tuple[str, np.ndarray] | None = None,
     tau: float = DEFAULT_TAU,
+    transductive: bool = False,
+    label_free: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-fold-out accuracy of ``mode`` (``"zs"``, ``"tgap"``, ``"sv"`` or ``"linear"``).
+    """Leave-one-fold-out accuracy of ``mode`` (``"zs"``, ``"tgap"``, ``"sv"``, ``"linear"`` or
+    ``"label_free"``).
 
     For each fold ``f`` (sorted unique values of ``folds``): train = clips of the other folds,
     test = clips of ``f``. Rows of ``audio_emb`` containing NaN (failed files) are left out of
@@ -291,24 +300,37 @@ def crossval(
             :func:`text_background_prompts`, or ``("audio", E)`` with E (M, D) embeddings of
             background-only recordings. Applied to each fold's prototypes (not for ``"linear"``).
         tau: adaptation strength (``s' = s - tau * beta``).
+        transductive: ``"label_free"`` only: the unlabelled pool is every usable clip, the
+            evaluation clips included (one fit for all folds); ``False`` (default): for each
+            fold the pool is the other folds' audio, and the fitted model is applied to the
+            held-out fold. A single fold needs ``transductive=True``.
+        label_free: ``"label_free"`` only: keyword arguments of
+            :func:`clap_helpers.label_free.fit` (defaults: ``label_free.DEFAULTS``).
+            ``text_emb`` may then also be an ensemble, (K, C, D).
 
     Returns:
         dict with ``per_fold`` {fold: accuracy in [0, 1]}, ``mean`` and ``std`` over folds
         (``std`` uses ddof=1 like pandas; NaN with a single fold), ``mode``, ``n_failed`` (NaN
         rows), ``n_test`` {fold: test clips used}, ``predictions`` (N,) int64 (-1 for failed
         rows), ``scores`` (N, C) float32 (NaN for failed rows; class probabilities for
-        ``"linear"``), ``adapt`` (None/"text"/"audio"), ``tau``, ``top_n`` (tgap only).
+        ``"linear"``), ``adapt`` (None/"text"/"audio"), ``tau``, ``top_n`` (tgap only);
+        ``"label_free"`` adds ``transductive`` and ``prior`` (the estimated class proportions,
+        (C,), averaged over folds when inductive). Its ``scores`` are the model's logits.
 
     Used by: notebook 08_adaptation.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in (*MODES, LABEL_FREE):
+        raise ValueError(f"mode must be one of {(*MODES, LABEL_FREE)}, got {mode!r}")
     A = _as_2d(audio_emb, "audio_emb")
     n = A.shape[0]
     y = np.asarray(labels)
     f = np.asarray(folds)
     if y.shape != (n,) or f.shape != (n,):
         raise ValueError(f"labels {y.shape} and folds {f.shape} must both have shape ({n},)")
+    if mode == "label_free":
+        if adapt is not None:
+            raise ValueError("domain adaptation (adapt=...) does not apply to mode 'label_free'")
+        return _label_free_crossval(A, y, f, text_emb, transductive, label_free or {})
     T = None if text_emb is None else _as_2d(text_emb, "text_emb")
     if T is None and mode != "linear":
         raise ValueError(f"mode {mode!r} needs text_emb")
@@ -364,6 +386,78 @@ def crossval(
     if mode == "tgap":
         result["top_n"] = int(top_n)
     return result
+
+
+def label_free_predict(audio_emb, text_emb, **options) -> dict[str, Any]:
+    """Label-free classification of unlabelled clips; see
+    :func:`clap_helpers.label_free.label_free_predict` (same arguments and result).
+
+    Used by: notebooks 02, 03, 04, 06, 08.
+    """
+    from . import label_free as lf
+
+    return lf.label_free_predict(audio_emb, text_emb, **options)
+
+
+def _label_free_crossval(A, y, f, text_emb, transductive, options) -> dict[str, Any]:
+    """``crossval(mode="label_free")``: labels are read only to score the predictions."""
+    from . import label_free as lf
+
+    if text_emb is None:
+        raise ValueError("mode 'label_free' needs text_emb")
+    n_classes = lf.anchors(text_emb).shape[0]
+    ok = np.isfinite(A).all(axis=1)
+    _check_labels(y[ok], n_classes)
+    fold_values = sorted(pd.unique(f).tolist())
+    if not transductive and len(fold_values) < 2:
+        raise ValueError(
+            "label_free with transductive=False needs at least two folds (the pool of a fold is"
+            " the other folds); pass transductive=True for a dataset without folds"
+        )
+    n = A.shape[0]
+    predictions = np.full(n, -1, dtype=np.int64)
+    all_scores = np.full((n, n_classes), np.nan, dtype=np.float32)
+    priors = []
+    if transductive:
+        model = lf.fit(A[ok], text_emb, **options)
+        all_scores[ok] = model.logits(A[ok])
+        predictions[ok] = model.predict(A[ok])
+        priors.append(model.prior)
+    per_fold: dict[Any, float] = {}
+    n_test: dict[Any, int] = {}
+    for fold in fold_values:
+        test = (f == fold) & ok
+        n_test[fold] = int(test.sum())
+        if not transductive:
+            pool = (f != fold) & ok
+            if not pool.any():
+                raise ValueError(f"fold {fold!r}: the other folds have no usable clip")
+            model = lf.fit(A[pool], text_emb, **options)
+            priors.append(model.prior)
+            if test.any():
+                all_scores[test] = model.logits(A[test])
+                predictions[test] = model.predict(A[test])
+        if not test.any():
+            warnings.warn(f"fold {fold!r} has no usable test clip", UserWarning, stacklevel=3)
+            per_fold[fold] = float("nan")
+            continue
+        per_fold[fold] = float(np.mean(predictions[test] == y[test]))
+    acc = np.array(list(per_fold.values()), dtype=float)
+    valid = acc[np.isfinite(acc)]
+    return {
+        "mode": "label_free",
+        "per_fold": per_fold,
+        "mean": float(valid.mean()) if valid.size else float("nan"),
+        "std": float(valid.std(ddof=1)) if valid.size > 1 else float("nan"),
+        "n_failed": int((~ok).sum()),
+        "n_test": n_test,
+        "predictions": predictions,
+        "scores": all_scores,
+        "adapt": None,
+        "tau": None,
+        "transductive": bool(transductive),
+        "prior": np.mean(priors, axis=0),
+    }
 
 
 def _linear_probe_scores(X, y, X_test, n_classes, *, C, max_iter, seed) -> np.ndarray:
@@ -435,8 +529,35 @@ _PUBLISHED = (
     ("AudioCLIP", 69.40, 68.78, _NAN, _NAN, "fine-tuned (not a linear probe): 97.15 / 90.07"),
     ("Wav2CLIP", 41.4, 40.4, _NAN, _NAN, ""),
 )
+# Training-free results beyond plain zero-shot: (model, method, ESC-50 %, US8K %, uses).
+_PUBLISHED_TRAINING_FREE = (
+    (
+        "MS-CLAP 2023 + LLM class descriptions (Olvera et al., DCASE 2024)",
+        "training-free",
+        96.35,
+        _NAN,
+        "labels (other folds pick description vs label per class)",
+    ),
+    (
+        "Proto-LC (Kushwaha & Fuentes, Interspeech 2023)",
+        "training-free",
+        96.0,
+        _NAN,
+        "unlabelled audio (transductive)",
+    ),
+)
 _DATASET_KEYS = {"esc50": "esc50", "us8k": "us8k", "urbansound8k": "us8k"}
 _METHOD_NAMES = {"zs": "zero-shot", "linear": "linear probe"}
+# What each of our methods reads besides the text prompts (by label prefix).
+_USES = (
+    ("zs", "nothing"),
+    ("zero-shot", "nothing"),
+    ("tgap", "unlabelled audio"),
+    ("label_free (transductive)", "unlabelled audio (transductive)"),
+    ("label_free", "unlabelled audio"),
+    ("sv", "labels"),
+    ("linear", "labels"),
+)
 
 
 def published_table() -> pd.DataFrame:
@@ -464,8 +585,12 @@ def compare_table(
 
     Returns:
         DataFrame with columns ``source`` ("published"/"ours"), ``model``, ``method``,
-        ``accuracy`` (%), ``std`` (%, NaN for published), ``text`` ("91.2 ± 1.3"); published rows
-        first (zero-shot, then linear probe; missing numbers dropped), then ours in given order.
+        ``accuracy`` (%), ``std`` (%, NaN for published), ``text`` ("91.2 ± 1.3"), ``uses``
+        (what the method reads besides the prompts: ``"nothing"``, ``"unlabelled audio"``,
+        ``"unlabelled audio (transductive)"`` when the evaluation clips are in the pool, or
+        ``"labels"``; empty for an unknown label of ours); published rows first (zero-shot,
+        linear probe, then training-free methods beyond zero-shot; missing numbers dropped),
+        then ours in given order.
 
     Used by: notebook 08_adaptation.
     """
@@ -475,17 +600,24 @@ def compare_table(
     pub = published_table()
     rows = []
     for col, method in ((f"{key}_zs", "zero-shot"), (f"{key}_linear", "linear probe")):
+        uses = "nothing" if method == "zero-shot" else "labels"
         for name, value in zip(pub["model"], pub[col], strict=True):
             if np.isfinite(value):
-                rows.append(("published", name, method, float(value), _NAN))
+                rows.append(("published", name, method, float(value), _NAN, uses))
+    for name, method, esc50, us8k, uses in _PUBLISHED_TRAINING_FREE:
+        value = esc50 if key == "esc50" else us8k
+        if np.isfinite(value):
+            rows.append(("published", name, method, float(value), _NAN, uses))
     for label, res in ours.items():
         if isinstance(res, Mapping):
             mean, std = float(res["mean"]), float(res.get("std", _NAN))
         else:
             mean, std = float(res), _NAN
         method = _METHOD_NAMES.get(label, label)
-        rows.append(("ours", model, method, 100.0 * mean, 100.0 * std))
-    out = pd.DataFrame(rows, columns=["source", "model", "method", "accuracy", "std"])
+        uses = next((u for prefix, u in _USES if str(label).startswith(prefix)), "")
+        rows.append(("ours", model, method, 100.0 * mean, 100.0 * std, uses))
+    columns = ["source", "model", "method", "accuracy", "std", "uses"]
+    out = pd.DataFrame(rows, columns=columns)
     out["text"] = [
         f"{a:.1f}" if not np.isfinite(s) else f"{a:.1f} ± {s:.1f}"
         for a, s in zip(out["accuracy"], out["std"], strict=True)

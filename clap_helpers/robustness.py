@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import adapt
+from . import adapt, label_free
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -83,12 +83,21 @@ DEFAULT_BACKGROUND_CLASSES: dict[str, tuple[str, ...]] = {
 SOUNDSCAPE_VERSION = 1  # part of the soundscape folder key: bump when the mixing changes
 _MANIFEST = "soundscapes.csv"
 _GROUP_COLUMNS = ("src_file", "fsID")  # columns naming a clip's source recording
-_MODE_COLOURS = {"zs": "tab:blue", "tgap": "tab:orange", "sv": "tab:green", "linear": "tab:red"}
+_MODE_COLOURS = {
+    "zs": "tab:blue",
+    "tgap": "tab:orange",
+    "sv": "tab:green",
+    "linear": "tab:red",
+    "label_free": "tab:purple",
+}
 _METHOD_COLOURS = {
     "zero-shot": "tab:blue",
     "tgap": "tab:orange",
     "sv": "tab:green",
     "linear probe": "tab:red",
+    "label_free (inductive)": "tab:purple",
+    "label_free (transductive)": "tab:purple",
+    "training-free": "tab:purple",
 }
 _ADAPT_STYLES = {"none": "-", "text": "--", "audio": ":"}
 _ADAPT_MARKERS = {"none": "o", "text": "s", "audio": "^"}
@@ -550,7 +559,10 @@ def evaluate_conditions(
         train_emb, train_labels, train_folds: the clean dataset (embeddings (M, D), labels and
             folds (M,)); for test fold ``f`` the prototypes are built from the rows whose fold
             is not ``f`` (labels used by ``"sv"`` only).
-        modes: prototype modes (``"zs"``, ``"tgap"``, ``"sv"``).
+        modes: prototype modes (``"zs"``, ``"tgap"``, ``"sv"``) and ``"label_free"``: the
+            model of :func:`clap_helpers.label_free.fit` on the clean clips of the other folds
+            (their audio only), applied to the test items; domain adaptation does not apply to
+            it (its scores are logits in another space), so it has only the ``"none"`` rows.
         text_backgrounds, audio_backgrounds: ``{background name: (K, D)}`` from
             :func:`background_embeddings`; each given mapping adds the ``"text"`` / ``"audio"``
             adaptation at every ``tau``, using the background of each item.
@@ -590,10 +602,16 @@ def evaluate_conditions(
             continue
         pool = (f_train != fold) & train_ok
         for mode in modes:
-            P = adapt.prototypes(mode, A[pool], y_train[pool], text_emb, top_n=top_n)
-            s = adapt.scores(emb[test], P)
-            variants = [("none", 0.0, s)]
-            for kind, bank in banks.items():
+            if mode == adapt.LABEL_FREE:
+                model = label_free.fit(A[pool], text_emb)
+                variants = [("none", 0.0, model.logits(emb[test]))]
+                active = {}
+            else:
+                P = adapt.prototypes(mode, A[pool], y_train[pool], text_emb, top_n=top_n)
+                s = adapt.scores(emb[test], P)
+                variants = [("none", 0.0, s)]
+                active = banks
+            for kind, bank in active.items():
                 if bank is None:
                     continue
                 offsets = {b: adapt.background_offsets(P, bank[b]) for b in set(names[test])}

@@ -276,15 +276,31 @@ def test_compare_table_puts_ours_next_to_published():
         "linear": 0.97,
     }
     t = adapt.compare_table(ours, "ESC-50", model="clap-htsat-unfused")
-    assert list(t.columns) == ["source", "model", "method", "accuracy", "std", "text"]
+    assert list(t.columns) == ["source", "model", "method", "accuracy", "std", "uses", "text"]
     pub = t[t.source == "published"]
-    assert len(pub) == 7 + 4  # 7 zero-shot numbers, 4 linear probes
+    assert len(pub) == 7 + 4 + 2  # 7 zero-shot numbers, 4 linear probes, 2 training-free
+    assert 96.35 in pub.accuracy.tolist()
     mine = t[t.source == "ours"].reset_index(drop=True)
     assert mine.method.tolist() == ["zero-shot", "tgap", "linear probe"]
+    assert mine.uses.tolist() == ["nothing", "unlabelled audio", "labels"]
+    assert set(pub.uses) == {
+        "nothing",
+        "labels",
+        "labels (other folds pick description vs label per class)",
+        "unlabelled audio (transductive)",
+    }
     assert mine.accuracy[0] == pytest.approx(90.12) and mine["std"][0] == pytest.approx(1.23)
     assert mine.text[0] == "90.1 ± 1.2" and mine.text[2] == "97.0"
     us = adapt.compare_table(ours, "urbansound8k")
     assert 77.0 in us.accuracy.tolist() and 91.0 not in us.accuracy.tolist()
+    assert 96.35 not in us.accuracy.tolist()  # the training-free numbers are ESC-50 only
+    lf = adapt.compare_table(
+        {"label_free (transductive)": 0.9, "label_free (inductive)": 0.8}, "esc50"
+    )
+    assert lf[lf.source == "ours"].uses.tolist() == [
+        "unlabelled audio (transductive)",
+        "unlabelled audio",
+    ]
     with pytest.raises(ValueError):
         adapt.compare_table(ours, "gtzan")
 

@@ -346,6 +346,38 @@ def test_evaluate_conditions_trains_on_other_folds_only(monkeypatch):
         np.testing.assert_array_equal(pool, train[f != fold])
 
 
+def test_evaluate_conditions_label_free_fits_on_other_folds_without_adaptation(monkeypatch):
+    items, emb, text, train, y, f, text_bg, audio_bg = _noisy_world()
+    seen = []
+    real = robustness.label_free.fit
+
+    def spy(pool_audio, text_emb, **kw):
+        seen.append(np.array(pool_audio, copy=True))
+        return real(pool_audio, text_emb, **kw)
+
+    monkeypatch.setattr(robustness.label_free, "fit", spy)
+    long = robustness.evaluate_conditions(
+        items,
+        emb,
+        text,
+        train,
+        y,
+        f,
+        modes=("zs", "label_free"),
+        text_backgrounds=text_bg,
+        audio_backgrounds=audio_bg,
+        taus=(0.5,),
+    )
+    assert len(seen) == 3
+    for fold, pool in zip([1, 2, 3], seen, strict=True):
+        np.testing.assert_array_equal(pool, train[f != fold])
+    lf = long[long["mode"] == "label_free"]
+    assert set(lf["adapt"]) == {"none"} and len(lf) == 3 * 3  # folds x conditions
+    table = robustness.snr_table(long, tau=0.5)
+    assert "label_free" in table.index
+    assert "label_free" not in robustness.tau_table(long).index.get_level_values("method")
+
+
 def test_evaluate_conditions_skips_nan_rows_and_checks_inputs():
     items, emb, text, train, y, f, text_bg, _ = _noisy_world()
     emb = emb.copy()
