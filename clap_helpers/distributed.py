@@ -353,6 +353,13 @@ def read_table(out_dir: str | os.PathLike):
     return df.drop(columns="_ok").sort_index().reset_index(drop=True)
 
 
+def _model_name(model) -> str:
+    """A hub id as it is; a local model folder as its resolved path."""
+    model = str(model)
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if not _is_uri(model) and folder.is_dir() else model
+
+
 def read_embeddings(
     out_dir: str | os.PathLike,
     paths: Iterable[str | os.PathLike],
@@ -380,8 +387,8 @@ def read_embeddings(
     if meta is None:
         raise DistributedError(f"{out_dir}: no embeddings found (no readable .parquet shards)")
     if encoder is not None:
-        ours = (str(encoder.model_id), str(encoder.revision))
-        theirs = (str(meta.get("model")), str(meta.get("revision")))
+        ours = (_model_name(encoder.model_id), str(encoder.revision))
+        theirs = (_model_name(meta.get("model")), str(meta.get("revision")))
         if ours != theirs:
             raise DistributedError(
                 f"{out_dir} was embedded with model {theirs[0]} (revision {theirs[1]}), not "
@@ -514,9 +521,7 @@ def embed_distributed(
         paths = expand_files(files)
     wanted = list(dict.fromkeys(normalize_path(p) for p in paths))
     out_dir = str(out_dir) if _is_uri(str(out_dir)) else normalize_path(out_dir)
-    model = str(model)
-    if not _is_uri(model) and Path(model).expanduser().is_dir():
-        model = str(Path(model).expanduser().resolve())
+    model = _model_name(model)
 
     started_ray = False
     if not ray.is_initialized():

@@ -229,3 +229,28 @@ def test_run_survives_a_killed_actor(ray_cluster, tiny_clap, data_root, tmp_path
     assert summary["n_embedded"] == len(paths) and summary["n_missing"] == 0
     emb = D.read_embeddings(tmp_path / "emb", paths)
     assert np.isfinite(emb).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks read a distributed run (shards written here from the single-process engine)
+# ---------------------------------------------------------------------------------------------
+def test_notebook_02_reads_embeddings_dir(fixture_env, data_root, tiny_clap, tmp_path):
+    from clap_helpers import runner, zeroshot
+    from clap_helpers.prompts import template_prompts
+
+    esc, classes = load("esc50", data_root)
+    enc = load_clap(tiny_clap, precision="fp32", num_workers=0)
+    ref = enc.embed_audio(esc["path"], batch_size=8, cache_dir=False, progress=False)
+    meta = {**enc.audio_namespace(), "dim": enc.dim}
+    rows = [(p, e.tolist(), None) for p, e in zip(esc["path"][1:], ref[1:], strict=True)]
+    (tmp_path / "emb").mkdir()
+    _write_shard(tmp_path / "emb" / "0.parquet", rows, meta)
+    notebook = REPO / "notebooks" / "02_esc50_zeroshot.ipynb"
+    params = runner.fixture_parameters(notebook, fixture_env, tmp_path / "figs")
+    params.update(embeddings_dir=str(tmp_path / "emb"), results_path=str(tmp_path / "r.json"))
+    results = runner.run_notebook(notebook, tmp_path / "02.ipynb", params)
+    ref[0] = np.nan  # the clip left out of the run counts as failed
+    text = enc.embed_text(template_prompts(classes, "This is a sound of {}."), cache_dir=False)
+    expected = zeroshot.evaluate(ref, esc["target"].to_numpy(), text, ks=(1, 3, 5))
+    assert (results["n"], results["n_failed"]) == (len(esc) - 1, 1)
+    assert results["top1"] == pytest.approx(expected["top1"])
