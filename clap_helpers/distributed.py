@@ -52,7 +52,7 @@ from .embed import DEFAULT_MODEL, WINDOW_MODES
 METADATA_KEY = b"clap_helpers"
 FORMAT_VERSION = 1
 SHARD_SUFFIX = ".parquet"
-DECODE_TASK_MEMORY = 256 * 2**20  # bytes; a 10-minute track at 48 kHz float32 is 115 MB
+DECODE_TASK_MEMORY = 512 * 2**20  # bytes: the worker (~300 MB with torch) + a decoded clip
 # Keys of the run metadata that must agree between shards of one output folder.
 _SAME_RUN_KEYS = ("model", "revision", "precision", "window", "int16_roundtrip", "frontend", "dim")
 
@@ -650,6 +650,8 @@ def _run(
         root,
         filesystem=fs,
         min_rows_per_file=rows_per_shard,
+        # Writing is light; a whole CPU per write task could wait forever behind the actors.
+        ray_remote_args={"num_cpus": decode_cpus},
         schema=output_schema(meta),
     )
 
