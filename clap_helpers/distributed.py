@@ -453,7 +453,12 @@ def init_local_ray(
 
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+            ray.init(
+                address="local",  # a new cluster even where `ray start` left one running
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+            )
             return
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception here
             if "timed out during startup" not in str(exc) or attempt == attempts:
