@@ -25,6 +25,7 @@ _SUBMODULES = (
     "cnn",
     "compare",
     "datasets",
+    "distributed",
     "download",
     "embed",
     "embedding_sim",

@@ -1,0 +1,730 @@
+"""Embed large audio collections on a Ray cluster (Ray Data); read the result back.
+
+::
+
+    python -m clap_helpers.distributed --dataset esc50 --data-root downloads \\
+        --model laion/clap-htsat-unfused --out runs/esc50_emb            # local Ray, all cores
+    python -m clap_helpers.distributed --files "archive/**/*.flac" --out s3://bucket/emb \\
+        --address auto --num-workers 8 --gpus-per-worker 1              # an existing cluster
+
+    summary = ch.distributed.embed_distributed("runs/esc50_emb", paths, model=model)
+    E = ch.distributed.read_embeddings("runs/esc50_emb", clips["path"])   # (N, D), NaN = missing
+
+The pipeline: the clip list (paths already in the output are skipped) -> decode and resample to
+48 kHz in CPU tasks (the single-process engine's decoder, :func:`clap_helpers.audio.load_audio`)
+-> embed in a pool of actors, each holding one :class:`~clap_helpers.embed.ClapEncoder` (loaded
+once, on its GPU when ``gpus_per_worker`` > 0) and calling its
+:meth:`~clap_helpers.embed.ClapEncoder.embed_waveforms` (same front-end, windowing, pooling and
+precision as :meth:`~clap_helpers.embed.ClapEncoder.embed_audio`) -> Parquet shards in the output
+folder with columns ``path`` (str), ``embedding`` (list<float32>, null when failed), ``error``
+(null or the reason, e.g. ``"file not found"``) and ``warning`` (null or e.g. ``"silent"``); the
+file metadata (key ``clap_helpers``) holds the model, revision, precision, window and front-end
+settings as JSON.
+
+Fault tolerance: Ray restarts a killed actor and retries its batch, and retries failed tasks;
+a file that cannot be decoded or embedded becomes a row with an ``error``, never a failed job; a
+re-run with the same output folder skips every path already written (resume). Output folders and
+input paths may be URIs of any pyarrow filesystem (``s3://``, ``gs://``, ``hdfs://``,
+``file://``); remote audio is copied to a local temporary file for decoding.
+
+Used by: notebook 02_esc50_zeroshot (``embeddings_dir`` parameter), benchmarks/bench_distributed.py
+and usage.md ("Scale-out with Ray").
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .audio import AUDIO_EXTENSIONS, list_audio_files
+from .embed import DEFAULT_MODEL, WINDOW_MODES
+
+METADATA_KEY = b"clap_helpers"
+FORMAT_VERSION = 1
+SHARD_SUFFIX = ".parquet"
+DECODE_TASK_MEMORY = 512 * 2**20  # bytes: the worker (~300 MB with torch) + a decoded clip
+# Keys of the run metadata that must agree between shards of one output folder.
+_SAME_RUN_KEYS = ("model", "revision", "precision", "window", "int16_roundtrip", "frontend", "dim")
+
+
+class DistributedError(RuntimeError):
+    """A distributed run cannot start (bad output folder, mixed models, too few resources)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths and filesystems
+# ----------------------------------------------------------------------------------------------
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def normalize_path(path: str | os.PathLike) -> str:
+    """How a clip is named in the output: URIs as given, local paths made absolute."""
+    path = str(path)
+    return path if _is_uri(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def _filesystem(uri: str):
+    """(pyarrow filesystem, path within it) of a local path or a URI."""
+    import pyarrow.fs as pafs
+
+    if _is_uri(uri):
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+def expand_files(spec: str) -> list[str]:
+    """The clips named by ``--files``: a folder (all audio under it), a text file (one path per
+    line; ``#`` comments), a glob (``**`` recurses), a URI folder, or a single audio file."""
+    if _is_uri(spec):
+        import pyarrow.fs as pafs
+
+        fs, root = _filesystem(spec)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.File:
+            return [spec]
+        scheme = spec.split("://", 1)[0]
+        found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        return sorted(
+            f"{scheme}://{f.path}"
+            for f in found
+            if f.type == pafs.FileType.File and f.path.lower().endswith(AUDIO_EXTENSIONS)
+        )
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return [str(x) for x in list_audio_files(p)]
+    if p.is_file() and not p.name.lower().endswith(AUDIO_EXTENSIONS):
+        lines = (line.strip() for line in p.read_text().splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+    if p.is_file():
+        return [str(p)]
+    matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
+    files = [m for m in matches if os.path.isfile(m)]
+    if not files:
+        raise FileNotFoundError(f"--files {spec!r}: no such folder, list file or matching files")
+    return files
+
+
+def _open_local(path: str):
+    """A local file path for ``path``; URIs are copied to a temporary file (caller deletes it)."""
+    if not _is_uri(path):
+        return path, None
+    fs, inner = _filesystem(path)
+    suffix = os.path.splitext(inner)[1]
+    with (
+        fs.open_input_stream(inner) as src,
+        tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as dst,
+    ):
+        while chunk := src.read(1 << 22):
+            dst.write(chunk)
+    return dst.name, dst.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Pipeline stages (run in Ray tasks and actors)
+# ----------------------------------------------------------------------------------------------
+def decode_batch(batch: dict, int16_roundtrip: bool = False) -> dict:
+    """Ray Data stage 1 (CPU tasks): ``{"path": (B,)}`` -> path, waveform (48 kHz float32,
+    empty when failed), error, warning. Decoding is the single-process engine's own."""
+    from .embed import _DecodeDataset
+
+    paths = [str(p) for p in batch["path"]]
+    waves, errors, notes = [], [], []
+    for path in paths:
+        tmp = None
+        try:
+            local, tmp = _open_local(path)
+            _, x, found = _DecodeDataset([local], [0], int16_roundtrip)[0]
+            found = [n.removeprefix(f"{local}: ") for n in found]
+        except FileNotFoundError:
+            x, found = None, ["file not found"]
+        except Exception as exc:  # noqa: BLE001 - a bad file is a row, never a failed task
+            x, found = None, [f"cannot decode ({type(exc).__name__}: {exc})"]
+        finally:
+            if tmp is not None:
+                os.unlink(tmp)
+        if x is None:
+            waves.append(np.zeros(0, np.float32))
+            errors.append(found[0] if found else "cannot decode")
+            notes.append(None)
+        else:
+            waves.append(x.numpy())
+            errors.append(None)
+            notes.append("; ".join(found) or None)
+    wave_col = np.empty(len(waves), dtype=object)
+    wave_col[:] = waves
+    return {
+        "path": np.array(paths, dtype=object),
+        "waveform": wave_col,
+        "error": np.array(errors, dtype=object),
+        "warning": np.array(notes, dtype=object),
+    }
+
+
+def _text(value) -> str | None:
+    """A text cell of a Ray batch: missing values arrive as None or NaN."""
+    return value if isinstance(value, str) and value else None
+
+
+class ClapEmbedder:
+    """Ray Data stage 2 (actor pool): one :class:`~clap_helpers.embed.ClapEncoder` per actor.
+
+    Called on decoded batches; returns a pyarrow table (path, embedding list<float32>, error,
+    warning). A batch the model fails on is retried clip by clip, so one bad clip only fails
+    itself.
+    """
+
+    def __init__(self, model: str, settings: dict, threads: int | None = None):
+        import torch
+
+        from .embed import load_clap
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.enc = load_clap(
+            model,
+            device="auto",
+            precision=settings["precision"],
+            revision=settings.get("revision_arg"),
+            window=settings["window"],
+            num_workers=0,
+            int16_roundtrip=settings["int16_roundtrip"],
+            cache_dir=tempfile.gettempdir(),  # never used: embed_waveforms does not cache
+        )
+        self.batch_size = settings["batch_size"]
+
+    def __call__(self, batch: dict):
+        import pyarrow as pa
+
+        n = len(batch["path"])
+        errors = [_text(e) for e in batch["error"]]
+        rows: list[np.ndarray | None] = [None] * n
+        good = [i for i in range(n) if errors[i] is None]
+        waves = [np.array(batch["waveform"][i], np.float32) for i in good]  # writable copies
+        try:
+            emb = self.enc.embed_waveforms(waves, self.batch_size) if good else []
+            for i, e in zip(good, emb, strict=True):
+                rows[i] = e
+        except Exception:  # noqa: BLE001 - find the clip that fails, embed the others
+            for i, w in zip(good, waves, strict=True):
+                try:
+                    rows[i] = self.enc.embed_waveforms([w], 1)[0]
+                except Exception as exc:  # noqa: BLE001
+                    errors[i] = f"embedding failed ({type(exc).__name__}: {exc})"
+        for i in good:
+            if rows[i] is not None and not np.isfinite(rows[i]).all():
+                rows[i], errors[i] = None, "embedding is not finite"
+        dim = self.enc.dim
+        values = np.concatenate([r for r in rows if r is not None] or [np.zeros(0, np.float32)])
+        lengths = [dim if r is not None else 0 for r in rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        mask = pa.array([r is None for r in rows])
+        embedding = pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(values.astype(np.float32)), mask=mask
+        )
+        return pa.table(
+            {
+                "path": pa.array([str(p) for p in batch["path"]], pa.string()),
+                "embedding": embedding,
+                "error": pa.array(errors, pa.string()),
+                "warning": pa.array([_text(w) for w in batch["warning"]], pa.string()),
+            }
+        )
+
+
+def _describe(model: str, precision: str, revision: str | None, window: str, int16: bool) -> dict:
+    """Load the model once where an actor would run: the run's metadata (precision resolved)."""
+    from .embed import load_clap
+
+    enc = load_clap(
+        model,
+        precision=precision,
+        revision=revision,
+        window=window,
+        num_workers=0,
+        int16_roundtrip=int16,
+        cache_dir=tempfile.gettempdir(),
+    )
+    meta = enc.audio_namespace()
+    meta.update(dim=enc.dim, device=enc.device.type, format_version=FORMAT_VERSION)
+    return meta
+
+
+def output_schema(meta: dict):
+    """The shards' pyarrow schema, the run metadata stored under key ``clap_helpers``."""
+    import pyarrow as pa
+
+    fields = [
+        ("path", pa.string()),
+        ("embedding", pa.list_(pa.float32())),
+        ("error", pa.string()),
+        ("warning", pa.string()),
+    ]
+    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading an output folder
+# ----------------------------------------------------------------------------------------------
+def _shards(out_dir: str) -> tuple[object, list[str]]:
+    import pyarrow.fs as pafs
+
+    fs, root = _filesystem(out_dir)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        return fs, []
+    if info.type != pafs.FileType.Directory:
+        raise DistributedError(f"{out_dir}: not a folder (the output of a distributed run)")
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    files = sorted(
+        f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(SHARD_SUFFIX)
+    )
+    return fs, files
+
+
+def _read_shards(out_dir: str, columns: Sequence[str]):
+    """(table of ``columns`` over all readable shards, metadata dicts). Unreadable shards (a run
+    killed while writing) are skipped with a warning naming them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, files = _shards(out_dir)
+    tables, metas = [], []
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f, filesystem=fs)
+            table = pf.read(columns=list(columns))
+        except (OSError, pa.ArrowException) as exc:
+            warnings.warn(
+                f"{f}: unreadable shard skipped ({exc}); delete it, its clips are redone",
+                stacklevel=3,
+            )
+            continue
+        raw = (pf.schema_arrow.metadata or {}).get(METADATA_KEY)
+        metas.append(json.loads(raw) if raw else {})
+        tables.append(table)
+    return tables, metas
+
+
+def _one_run(metas: list[dict], out_dir: str) -> dict | None:
+    if not metas:
+        return None
+    first = metas[0]
+    for m in metas[1:]:
+        diff = [k for k in _SAME_RUN_KEYS if m.get(k) != first.get(k)]
+        if diff:
+            raise DistributedError(
+                f"{out_dir}: shards from different runs disagree on {diff}; use one output "
+                "folder per model and settings"
+            )
+    return first
+
+
+def read_metadata(out_dir: str | os.PathLike) -> dict | None:
+    """The run metadata of an output folder (model, revision, precision, window, frontend, dim);
+    None if it holds no shards yet."""
+    _, metas = _read_shards(str(out_dir), ["path"])
+    return _one_run(metas, str(out_dir))
+
+
+def read_table(out_dir: str | os.PathLike):
+    """All rows of an output folder as a DataFrame (path, embedding (D,) arrays or None, error,
+    warning), one row per path: an embedded row wins over a failed one (e.g. after a re-run)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    tables, metas = _read_shards(str(out_dir), ["path", "embedding", "error", "warning"])
+    _one_run(metas, str(out_dir))
+    if not tables:
+        return pd.DataFrame(columns=["path", "embedding", "error", "warning"])
+    df = pa.concat_tables(tables).to_pandas()
+    df["_ok"] = df["error"].isna()
+    df = df.sort_values("_ok", kind="stable").drop_duplicates("path", keep="last")
+    return df.drop(columns="_ok").sort_index().reset_index(drop=True)
+
+
+def _model_name(model) -> str:
+    """A hub id as it is; a local model folder as its resolved path."""
+    model = str(model)
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if not _is_uri(model) and folder.is_dir() else model
+
+
+def read_embeddings(
+    out_dir: str | os.PathLike,
+    paths: Iterable[str | os.PathLike],
+    *,
+    encoder=None,
+    return_errors: bool = False,
+):
+    """Embeddings of a distributed run aligned to ``paths``: (N, D) float32, L2-normalised rows,
+    NaN for a path that is missing from the output or failed.
+
+    Args:
+        out_dir: the run's ``--out`` folder (local path or pyarrow-filesystem URI).
+        paths: the clips, e.g. ``clips["path"]`` (local paths are compared made absolute).
+        encoder: a :class:`~clap_helpers.embed.ClapEncoder`; if given, the run must have used the
+            same model and revision (so its text embeddings fit), else ``DistributedError``.
+        return_errors: also return a list of N reasons (None where embedded; ``"not in the
+            output"`` for missing paths).
+
+    Used by: notebook 02_esc50_zeroshot (``embeddings_dir``); the search index
+    (``ch.search.SoundIndex(clips, read_embeddings(out_dir, clips.path), enc)``).
+    """
+    keys = [normalize_path(p) for p in paths]
+    tables, metas = _read_shards(str(out_dir), ["path", "embedding", "error"])
+    meta = _one_run(metas, str(out_dir))
+    if meta is None:
+        raise DistributedError(f"{out_dir}: no embeddings found (no readable .parquet shards)")
+    if encoder is not None:
+        ours = (_model_name(encoder.model_id), str(encoder.revision))
+        theirs = (_model_name(meta.get("model")), str(meta.get("revision")))
+        if ours != theirs:
+            raise DistributedError(
+                f"{out_dir} was embedded with model {theirs[0]} (revision {theirs[1]}), not "
+                f"{ours[0]} (revision {ours[1]}): load_clap the run's model"
+            )
+    dim = int(meta["dim"])
+    out = np.full((len(keys), dim), np.nan, dtype=np.float32)
+    reasons: list[str | None] = ["not in the output"] * len(keys)
+    where: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        where.setdefault(k, []).append(i)
+    for table in tables:
+        col_path = table.column("path").to_pylist()
+        col_err = table.column("error").to_pylist()
+        emb = table.column("embedding").combine_chunks()
+        for j, (p, err) in enumerate(zip(col_path, col_err, strict=True)):
+            rows = where.get(p)
+            if rows is None:
+                continue
+            if err is None:
+                vec = np.asarray(emb[j].values.to_numpy(zero_copy_only=False), np.float32)
+                out[rows] = vec
+                for r in rows:
+                    reasons[r] = None
+            elif reasons[rows[0]] is not None:  # never overwrite an embedded row
+                for r in rows:
+                    reasons[r] = err
+    return (out, reasons) if return_errors else out
+
+
+def _written_paths(out_dir: str, meta: dict, retry_failed: bool) -> set[str]:
+    tables, metas = _read_shards(out_dir, ["path", "error"])
+    old = _one_run(metas, out_dir)
+    if old is not None:
+        diff = [k for k in _SAME_RUN_KEYS if old.get(k) != meta.get(k)]
+        if diff:
+            show = {k: (old.get(k), meta.get(k)) for k in diff}
+            raise DistributedError(
+                f"{out_dir} holds embeddings made with other settings (old, new): {show}; "
+                "choose a new --out folder or the same settings"
+            )
+    done: set[str] = set()
+    for t in tables:
+        if retry_failed:
+            t = t.filter(t.column("error").is_null())
+        done.update(t.column("path").to_pylist())
+    return done
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+def init_local_ray(
+    num_cpus: int | None = None, runtime_env: dict | None = None, attempts: int = 3
+) -> None:
+    """Start a local Ray (``num_cpus``: default all cores) without the dashboard.
+
+    Retried ``attempts`` times: the raylet gives its agents a hard-coded 15 s to start and aborts
+    otherwise, which happens on a heavily loaded machine (ray-project/ray#65983).
+    """
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                address="local",  # a new cluster even where `ray start` left one running
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception here
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            warnings.warn(f"local Ray did not start ({exc}); retrying", stacklevel=2)
+            ray.shutdown()
+
+
+def embed_distributed(
+    out_dir: str | os.PathLike,
+    paths: Iterable[str | os.PathLike] | None = None,
+    *,
+    dataset: str | None = None,
+    data_root: str | os.PathLike = "downloads",
+    files: str | None = None,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    revision: str | None = None,
+    precision: str = "auto",
+    window: str = "average",
+    int16_roundtrip: bool = False,
+    address: str | None = None,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    decode_cpus: float = 0.5,
+    batch_size: int = 32,
+    rows_per_shard: int = 10_000,
+    retry_failed: bool = False,
+    runtime_env: dict | None = None,
+) -> dict:
+    """Embed clips on a Ray cluster into Parquet shards under ``out_dir`` (see the module doc).
+
+    Args:
+        out_dir: output folder, local or a pyarrow-filesystem URI; re-runs resume into it.
+        paths, dataset (+ data_root), files: the clips (exactly one): a list of paths/URIs, a
+            dataset name for :func:`clap_helpers.datasets.load`, or a ``--files`` spec
+            (:func:`expand_files`).
+        model, revision, precision, window, int16_roundtrip: as :func:`clap_helpers.load_clap`;
+            ``precision="auto"`` is resolved once, where the actors run, and used by all.
+        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); None: an already
+            initialised Ray, else a local one with this machine's cores.
+        num_workers: embedding actors (one model each); gpus_per_worker / cpus_per_worker: the
+            resources of each; decode_cpus: CPUs per decoding task.
+        batch_size: clips per actor call (and windows per model call on GPUs).
+        rows_per_shard: target rows per Parquet file (a hint to Ray Data).
+        retry_failed: also redo paths written with an error (default: skip every written path).
+        runtime_env: Ray runtime environment for the workers (e.g. ``{"pip": [...]}``).
+
+    Returns:
+        dict: n_paths, n_skipped (already written), n_embedded and n_failed (this run),
+        n_missing (still not in the output), seconds, clips_per_s (this run) and metadata.
+    """
+    import ray
+
+    if sum(x is not None for x in (paths, dataset, files)) != 1:
+        raise ValueError("give exactly one of paths, dataset (with data_root) or files")
+    if window not in WINDOW_MODES:
+        raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
+    if dataset is not None:
+        from .datasets import load
+
+        clips, _ = load(dataset, data_root)
+        paths = clips["path"]
+    elif files is not None:
+        paths = expand_files(files)
+    wanted = list(dict.fromkeys(normalize_path(p) for p in paths))
+    out_dir = str(out_dir) if _is_uri(str(out_dir)) else normalize_path(out_dir)
+    model = _model_name(model)
+
+    started_ray = False
+    if not ray.is_initialized():
+        if address is None:
+            init_local_ray(runtime_env=runtime_env)
+        else:
+            ray.init(address=address, runtime_env=runtime_env)
+        started_ray = True
+    try:
+        total_cpus = ray.cluster_resources().get("CPU", 0)
+        need = num_workers * cpus_per_worker + decode_cpus
+        if need > total_cpus:
+            raise DistributedError(
+                f"{num_workers} workers x {cpus_per_worker} CPUs + {decode_cpus} for decoding "
+                f"need {need} CPUs, the cluster has {total_cpus}: lower --num-workers or "
+                "--cpus-per-worker"
+            )
+        remote_args = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker or 0}
+        request = {
+            "model": model,
+            "precision": precision,
+            "revision": revision,
+            "window": window,
+            "int16_roundtrip": int16_roundtrip,
+            "device": "gpu" if gpus_per_worker else "cpu",
+        }
+        old = read_metadata(out_dir)
+        if old is not None and old.get("request") == request:
+            meta = old  # a re-run with the same request: no need to load the model to know
+        else:
+            describe = ray.remote(**remote_args)(_describe)
+            meta = ray.get(describe.remote(model, precision, revision, window, int16_roundtrip))
+            meta["request"] = request
+        done = _written_paths(out_dir, meta, retry_failed)
+        todo = [p for p in wanted if p not in done]
+        t0 = time.perf_counter()
+        if todo:
+            _run(
+                todo,
+                out_dir,
+                model,
+                meta,
+                revision,
+                batch_size,
+                num_workers,
+                remote_args,
+                decode_cpus,
+                rows_per_shard,
+                runtime_env,
+            )
+        seconds = time.perf_counter() - t0
+    finally:
+        if started_ray:
+            ray.shutdown()
+    emb, reasons = read_embeddings(out_dir, todo, return_errors=True) if todo else (None, [])
+    n_failed = sum(r is not None and r != "not in the output" for r in reasons)
+    n_missing = sum(r == "not in the output" for r in reasons)
+    return {
+        "out_dir": out_dir,
+        "n_paths": len(wanted),
+        "n_skipped": len(wanted) - len(todo),
+        "n_embedded": len(todo) - n_failed - n_missing,
+        "n_failed": n_failed,
+        "n_missing": n_missing,
+        "seconds": seconds,
+        "clips_per_s": len(todo) / seconds if todo and seconds > 0 else float("nan"),
+        "metadata": meta,
+    }
+
+
+def _run(
+    todo,
+    out_dir,
+    model,
+    meta,
+    revision,
+    batch_size,
+    num_workers,
+    remote_args,
+    decode_cpus,
+    rows_per_shard,
+    runtime_env,
+) -> None:
+    import pyarrow as pa
+    import ray
+
+    settings = {
+        "precision": meta["precision"],
+        "revision_arg": revision,
+        "window": meta["window"],
+        "int16_roundtrip": meta["int16_roundtrip"],
+        "batch_size": batch_size,
+    }
+    block = max(1, min(4 * batch_size, -(-len(todo) // max(1, 4 * num_workers))))
+    table = pa.table({"path": pa.array(todo, pa.string())})
+    blocks = [table.slice(i, block) for i in range(0, len(todo), block)]
+    fs, root = _filesystem(out_dir)
+    fs.create_dir(root, recursive=True)
+    threads = max(1, int(remote_args["num_cpus"])) if not remote_args["num_gpus"] else None
+    ds = (
+        ray.data.from_arrow(blocks)
+        .map_batches(
+            decode_batch,
+            fn_kwargs={"int16_roundtrip": meta["int16_roundtrip"]},
+            batch_size=None,
+            batch_format="numpy",
+            num_cpus=decode_cpus,
+            # A memory hint per decoding task; it also keeps Ray Data from fusing decoding into
+            # the embedding actors (stages with different resources are not fused). Ray Data
+            # retries lost tasks (max_retries=-1) by default.
+            memory=DECODE_TASK_MEMORY,
+        )
+        .map_batches(
+            ClapEmbedder,
+            fn_constructor_args=(model, settings, threads),
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=num_workers),
+            runtime_env=runtime_env,
+            # Ray Data's defaults for actors: max_restarts=-1 (a killed actor is restarted and
+            # loads the model again) and max_task_retries=-1 (its unfinished batches are redone).
+            **remote_args,
+        )
+    )
+    ds.write_parquet(
+        root,
+        filesystem=fs,
+        min_rows_per_file=rows_per_shard,
+        # Writing is light; a whole CPU per write task could wait forever behind the actors.
+        ray_remote_args={"num_cpus": decode_cpus},
+        schema=output_schema(meta),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m clap_helpers.distributed",
+        description="Embed audio on a Ray cluster into Parquet shards (resumable).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="esc50, urbansound8k, fma_small or audioset")
+    src.add_argument("--files", help="folder, list file (one path a line), glob, or URI folder")
+    p.add_argument("--data-root", default="downloads", help="the --dest of dataset.sh")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder")
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    p.add_argument("--out", required=True, help="output folder or URI (s3://, gs://, file://)")
+    p.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:10001)")
+    p.add_argument("--num-workers", type=int, default=1, help="embedding actors (models)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs per decoding task")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--window", default="average", choices=list(WINDOW_MODES))
+    p.add_argument("--int16-roundtrip", action="store_true")
+    p.add_argument("--rows-per-shard", type=int, default=10_000)
+    p.add_argument("--retry-failed", action="store_true", help="redo paths written with an error")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = embed_distributed(
+            args.out,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            files=args.files,
+            model=args.model,
+            revision=args.revision,
+            precision=args.precision,
+            window=args.window,
+            int16_roundtrip=args.int16_roundtrip,
+            address=args.address,
+            num_workers=args.num_workers,
+            gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            decode_cpus=args.decode_cpus,
+            batch_size=args.batch_size,
+            rows_per_shard=args.rows_per_shard,
+            retry_failed=args.retry_failed,
+        )
+    except (DistributedError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = summary["metadata"]
+    print(
+        f"{summary['out_dir']}: {summary['n_paths']} clips, {summary['n_skipped']} already "
+        f"written, {summary['n_embedded']} embedded, {summary['n_failed']} failed, "
+        f"{summary['n_missing']} missing; {summary['seconds']:.1f} s "
+        f"({summary['clips_per_s']:.1f} clips/s); {meta['model']} {meta['precision']} "
+        f"on {meta['device']}"
+    )
+    return 0 if summary["n_missing"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
