@@ -166,7 +166,9 @@ def test_distributed_equals_single_process_and_resumes(ray_cluster, tiny_clap, c
     good = slice(0, len(clips) - 2)
     np.testing.assert_allclose(emb[good], ref[good], atol=1e-5, rtol=0)
     assert why[good] == [None] * (len(clips) - 2)
-    assert why[-2].startswith("cannot decode") and why[-1] == "file not found"
+    # the corrupt clip fails for the reason the single-process engine gives it
+    single = dict(enc.failures)
+    assert why[-2] == single[_local(clips[-2])] and why[-1] == "file not found"
     assert np.isnan(emb[-2:]).all()
     assert np.isfinite(D.read_embeddings(out, clips, encoder=enc)[good]).all()
 
