@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m clap_helpers.demo
+	$(PY) -m clap_helpers.devtools.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check clap_helpers tests benchmarks
@@ -37,7 +37,7 @@ chromium:
 # CLAP_TEST_PRECISION), so bf16 is tested whatever this CPU's flags make precision="auto" pick.
 test: lint chromium
 	$(PY) -m pytest
-	CLAP_TEST_PRECISION=bf16 $(PY) -m pytest -q tests/test_embed.py tests/test_peer_check.py
+	CLAP_TEST_PRECISION=bf16 $(PY) -m pytest -q tests/unit/embedding/test_encoder.py tests/peer
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_embedding.py

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download the datasets used by the notebooks, verified and resumable:
 #   bash dataset.sh esc50|urbansound8k|fma_small|audioset|all [--dest downloads] [...]
-# A thin wrapper around `python -m clap_helpers.download` (see `bash dataset.sh --help` for the
+# A thin wrapper around `python -m clap_helpers.data.download` (see `bash dataset.sh --help` for the
 # options and the CLAP_MIRROR_* / CLAP_CHECKSUM_* environment variables). It uses the python of
 # the repository's .venv when there is one, else python3.
 set -euo pipefail
@@ -12,4 +12,4 @@ if [[ -x "$repo/.venv/bin/python" ]]; then
 fi
 # The package is importable from the repository even when it is not installed.
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-exec "$python" -m clap_helpers.download "$@"
+exec "$python" -m clap_helpers.data.download "$@"

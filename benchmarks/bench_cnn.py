@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/bench_cnn.py [--models cnn4,cnn8,resnet18] [--threads 1]
         [--steps 3] [--json out.json]
 
-One ESC-50 epoch of :func:`clap_helpers.cnn.train_folds` (4 training folds = 1600 clips of 5 s at
+One ESC-50 epoch of :func:`clap_helpers.supervised.protocol.train_folds` (4 training folds = 1600 clips of 5 s at
 44.1 kHz, resampled to 48 kHz -> log-mel (1, 501, 64)) is a training pass over 1440 clips (10 %
 of the training folds are held out) plus an evaluation pass over 560 clips (160 validation + 400
 test). The benchmark times ``--steps`` training steps (batch ``--batch``, SpecAugment crop to 90 %
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from clap_helpers import cnn
+from clap_helpers import supervised
 
 TRAIN_CLIPS = 1440  # 4 ESC-50 folds (1600) minus the 10 % validation split
 EVAL_CLIPS = 560  # 160 validation + 400 test clips
@@ -49,9 +49,9 @@ def _time_per_call(fn, steps: int) -> tuple[float, float]:
 def bench_model(name: str, shape: tuple[int, ...], batch: int, steps: int, device: str) -> dict:
     """Seconds per training step and per evaluation batch of model ``name`` on ``shape`` inputs."""
     torch.manual_seed(0)
-    model = cnn.build_model(name, 50).to(device)
+    model = supervised.build_model(name, 50).to(device)
     model.set_input_stats(-40.0, 15.0)
-    augment = cnn.SpecAugment(fill=-40.0).to(device)
+    augment = supervised.SpecAugment(fill=-40.0).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     x = (torch.randn(batch, *shape) * 15 - 40).to(device)
     y = torch.randint(0, 50, (batch,), device=device)
@@ -90,7 +90,9 @@ def bench_model(name: str, shape: tuple[int, ...], batch: int, steps: int, devic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default=",".join(cnn.MODELS), help="comma-separated model names")
+    p.add_argument(
+        "--models", default=",".join(supervised.MODELS), help="comma-separated model names"
+    )
     p.add_argument("--batch", type=int, default=32, help="training batch (eval uses 2x)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per model, after a warm-up")
     p.add_argument("--seconds", type=float, default=5.0, help="clip length, s")
@@ -101,7 +103,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    frontend = cnn.make_frontend(args.seconds)
+    frontend = supervised.make_frontend(args.seconds)
     shape = (frontend.n_channels, frontend.n_frames, frontend.n_mels)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -111,7 +113,7 @@ def main() -> None:
         f"evaluation clips, extrapolated from {args.steps} timed steps"
     )
     rows = []
-    for name in cnn.model_names(args.models.split(",")):
+    for name in supervised.model_names(args.models.split(",")):
         row = bench_model(name, shape, args.batch, args.steps, args.device)
         rows.append(row)
         print(

@@ -1,4 +1,4 @@
-"""Benchmark of the Ray Data scale-out (``clap_helpers.distributed``) against the single-process
+"""Benchmark of the Ray Data scale-out (``clap_helpers.embedding.distributed``) against the single-process
 engine, same model and clips, on this machine.
 
 Usage::
@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def single(model: Path, paths: list[str], batch_size: int) -> dict:
-    from clap_helpers.embed import load_clap
+    from clap_helpers.embedding.encoder import load_clap
 
     t0 = time.perf_counter()
     enc = load_clap(model, precision="fp32")
@@ -64,7 +64,7 @@ def single(model: Path, paths: list[str], batch_size: int) -> dict:
 
 
 def distributed(model, paths, workers, batch_size, cores, out: Path) -> dict:
-    from clap_helpers import distributed as D
+    from clap_helpers.embedding import distributed as D
 
     shutil.rmtree(out, ignore_errors=True)
     decode = 0.5
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import ray
 
-    from clap_helpers import distributed as D
-    from clap_helpers.fixtures import make_tiny_clap
+    from clap_helpers.devtools.fixtures import make_tiny_clap
+    from clap_helpers.embedding import distributed as D
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_dist_"))
     work.mkdir(parents=True, exist_ok=True)

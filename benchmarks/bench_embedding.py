@@ -1,4 +1,4 @@
-"""Benchmark of the CLAP audio-embedding engine (``clap_helpers.embed``) against the naive loop.
+"""Benchmark of the CLAP audio-embedding engine (``clap_helpers.embedding.encoder``) against the naive loop.
 
 Usage::
 
@@ -294,7 +294,7 @@ def prepare_model(folder: Path, seed: int) -> Path:
         ClapProcessor,
     )
 
-    from clap_helpers.fixtures import make_tiny_clap
+    from clap_helpers.devtools.fixtures import make_tiny_clap
 
     done = folder / "bench_model.json"
     if done.is_file():
@@ -385,7 +385,7 @@ class Usage:
 @contextmanager
 def probed(enc):
     """Time ``enc``'s front-end, model, per-batch work and cache calls during the block."""
-    from clap_helpers.cache import EmbeddingStore
+    from clap_helpers.embedding.cache import EmbeddingStore
 
     probe = Probe(enc.device)
     enc._embed_decoded = probe.wrap("batch", enc._embed_decoded)
@@ -470,7 +470,7 @@ def run_naive(model, processor, paths, device) -> tuple[dict, np.ndarray]:
     import torch
     import torch.nn.functional as F
 
-    from clap_helpers.audio import CLAP_SAMPLE_RATE, load_audio
+    from clap_helpers.data.audio import CLAP_SAMPLE_RATE, load_audio
 
     def one(path) -> np.ndarray:
         x = load_audio(path, CLAP_SAMPLE_RATE)
@@ -496,8 +496,8 @@ def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from clap_helpers.audio import CLAP_SAMPLE_RATE, load_audio
-    from clap_helpers.frontend import batch_from_list
+    from clap_helpers.data.audio import CLAP_SAMPLE_RATE, load_audio
+    from clap_helpers.embedding.frontend import batch_from_list
 
     clips = [load_audio(p, CLAP_SAMPLE_RATE) for p in paths[:batch_size]]
     while len(clips) < batch_size:  # fewer files than a batch: repeat them
@@ -539,7 +539,7 @@ def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
 
 def decode_cost(paths, n: int = 16) -> float:
     """Milliseconds per clip to decode + resample in this process (single-threaded, serial)."""
-    from clap_helpers.audio import CLAP_SAMPLE_RATE, load_audio
+    from clap_helpers.data.audio import CLAP_SAMPLE_RATE, load_audio
 
     sample = paths[: max(1, min(n, len(paths)))]
     load_audio(sample[0], CLAP_SAMPLE_RATE)
@@ -556,7 +556,7 @@ def measure(plan: dict) -> dict:
     from transformers import ClapProcessor
 
     import clap_helpers
-    from clap_helpers.embed import resolve_device
+    from clap_helpers.embedding.devices import resolve_device
 
     args = argparse.Namespace(**plan["args"])
     transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the log

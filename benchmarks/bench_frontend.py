@@ -6,7 +6,7 @@ Usage::
 
 Prints clips/s of the extractor (numpy, one clip per call, float64 inside; timed on the first
 ``--ref-clips`` clips) and of
-:class:`clap_helpers.frontend.LogMelFrontend` (torch, ``--batch`` clips per call, float32 STFT and
+:class:`clap_helpers.embedding.frontend.LogMelFrontend` (torch, ``--batch`` clips per call, float32 STFT and
 float64 STFT) on ``--device`` (CPU by default), their ratio, and the max |difference| in dB.
 Each figure is the best of ``--repeats`` timed passes after one warm-up pass; CPU-ms/clip (process
 CPU time) is less sensitive than clips/s to other jobs sharing the machine.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import ClapFeatureExtractor
 
-from clap_helpers.frontend import LogMelFrontend
+from clap_helpers.embedding.frontend import LogMelFrontend
 
 SR = 48_000
 

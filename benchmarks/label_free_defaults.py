@@ -1,6 +1,6 @@
-"""Choose the defaults of clap_helpers.label_free on simulated CLAP-like embeddings.
+"""Choose the defaults of clap_helpers.evaluation.label_free on simulated CLAP-like embeddings.
 
-No real benchmark label is read: every number comes from :mod:`clap_helpers.embedding_sim`
+No real benchmark label is read: every number comes from :mod:`clap_helpers.evaluation.simulator`
 (balanced ESC-50-like settings, imbalanced UrbanSound8K-like and skewed ones, several seeds).
 
 Usage::
@@ -23,7 +23,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from clap_helpers import adapt, embedding_sim, label_free
+from clap_helpers.evaluation import adapt, label_free
+from clap_helpers.evaluation import simulator as embedding_sim
 
 SWEEP = {
     "temperature": [0.05, 0.1, 0.15, 0.25],

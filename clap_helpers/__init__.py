@@ -6,57 +6,99 @@ Import once, use everywhere (the notebooks do ``import clap_helpers as ch``)::
     enc = ch.load_clap("laion/clap-htsat-unfused")
     E = enc.embed_audio(clips.path)
 
-Submodules are imported on first use, so ``python -m clap_helpers.download`` does not pay for torch.
+The package follows the pipeline, one subpackage per stage:
+
+========================  ==================================================================
+``data``                  dataset registry, loaders, audio decoding, overview, soundscapes,
+                          download (http, archives, AudioSet, command line)
+``embedding``             CLAP front-end, encoder, embedding cache, devices, Ray scale-out
+``evaluation``            scoring core, zero-shot, prompts, adaptation, label-free,
+                          robustness, comparisons, results files, embedding simulator
+``supervised``            log-mel CNN baselines: features, augment, models, training, protocol
+``plots``                 every figure, one naming convention
+``apps``                  sound search index, notebook widget, web app
+``devtools``              notebook runner, demo, synthetic fixtures and tiny models
+========================  ==================================================================
+
+The short names the notebooks use (``ch.datasets``, ``ch.zeroshot``, ``ch.adapt``, ``ch.plots``,
+``ch.runner``, ``ch.fixtures``, ...) map to those modules; everything is imported on first use.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
 
 __version__ = "0.1.0"
 
-# One module per concern; see usage.md for the notebooks that use each.
-_SUBMODULES = (
-    "adapt",
-    "app",
-    "audio",
-    "cache",
-    "cnn",
-    "compare",
-    "datasets",
-    "distributed",
-    "download",
-    "embed",
-    "embedding_sim",
-    "explore",
-    "fixtures",
-    "frontend",
-    "label_free",
-    "paths",
-    "plots",
-    "prompts",
-    "robustness",
-    "runner",
-    "search",
-    "soundscape",
-    "training",
-    "zeroshot",
-)
-# Names re-exported at the top level: name -> submodule that defines it.
-_EXPORTS = {"load_clap": "embed", "ClapEncoder": "embed"}
+# short name -> module (relative to this package)
+MODULES = {
+    # subpackages
+    "data": "data",
+    "embedding": "embedding",
+    "evaluation": "evaluation",
+    "supervised": "supervised",
+    "plots": "plots",
+    "apps": "apps",
+    "devtools": "devtools",
+    # the modules by their short names
+    "paths": "paths",
+    "registry": "data.registry",
+    "datasets": "data.loaders",
+    "audio": "data.audio",
+    "overview": "data.overview",
+    "soundscapes": "data.soundscapes",
+    "download": "data.download",
+    "frontend": "embedding.frontend",
+    "embed": "embedding.encoder",
+    "cache": "embedding.cache",
+    "devices": "embedding.devices",
+    "distributed": "embedding.distributed",
+    "shards": "embedding.shards",
+    "scoring": "evaluation.scoring",
+    "zeroshot": "evaluation.zeroshot",
+    "prompts": "evaluation.prompts",
+    "adapt": "evaluation.adapt",
+    "label_free": "evaluation.label_free",
+    "robustness": "evaluation.robustness",
+    "compare": "evaluation.compare",
+    "results": "evaluation.results",
+    "simulator": "evaluation.simulator",
+    "search": "apps.search",
+    "app": "apps.web",
+    "runner": "devtools.runner",
+    "demo": "devtools.demo",
+    "fixtures": "devtools.fixtures",
+    # names of the flat layout, kept so older code runs
+    "soundscape": "data.soundscapes",
+    "embedding_sim": "evaluation.simulator",
+    "cnn": "supervised",
+}
+# names re-exported at the top level -> module that defines them
+NAMES = {"load_clap": "embedding.encoder", "ClapEncoder": "embedding.encoder"}
 
-if TYPE_CHECKING:  # pragma: no cover
-    from . import audio, datasets, fixtures  # noqa: F401
+__all__ = sorted([*MODULES, *NAMES])
+__getattr__, __dir__ = attach(__name__, MODULES, NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'clap_helpers' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES, *_EXPORTS])
+if TYPE_CHECKING:  # pragma: no cover - what editors and type checkers see
+    from . import apps, data, devtools, embedding, evaluation, paths, plots, supervised
+    from .apps import search
+    from .apps import web as app
+    from .data import audio, download, overview, registry, soundscapes
+    from .data import loaders as datasets
+    from .devtools import demo, fixtures, runner
+    from .embedding import cache, devices, distributed, frontend, shards
+    from .embedding import encoder as embed
+    from .embedding.encoder import ClapEncoder, load_clap
+    from .evaluation import (
+        adapt,
+        compare,
+        label_free,
+        prompts,
+        results,
+        robustness,
+        scoring,
+        simulator,
+        zeroshot,
+    )

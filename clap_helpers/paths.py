@@ -14,6 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "project_root",
+    "resolve",
+]
+
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
     """Nearest folder from ``start`` (default: cwd) upwards holding notebooks/ and clap_helpers/."""

@@ -1,6 +1,6 @@
 """Session-wide fixtures: the synthetic datasets and the tiny CLAPs, built once per test run.
 
-They live in one :class:`clap_helpers.runner.FixtureEnv`, the same layout ``make demo`` uses, so
+They live in one :class:`clap_helpers.devtools.runner.FixtureEnv`, the same layout ``make demo`` uses, so
 the notebook tests reuse the datasets, models and embedding cache the other tests built.
 """
 
@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from clap_helpers.runner import FixtureEnv  # noqa: E402
+from clap_helpers.devtools.runner import FixtureEnv  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def fixture_env(tmp_path_factory) -> FixtureEnv:
 @pytest.fixture(scope="session")
 def data_root(fixture_env):
     """Folder holding all four fixture datasets in their real layouts (read-only for tests)."""
-    from clap_helpers.fixtures import make_datasets
+    from clap_helpers.devtools.fixtures import make_datasets
 
     make_datasets(fixture_env.data_root)
     return fixture_env.data_root
@@ -34,7 +34,7 @@ def data_root(fixture_env):
 @pytest.fixture(scope="session")
 def tiny_clap(fixture_env):
     """Path of the tiny random CLAP (unfused) in from_pretrained layout."""
-    from clap_helpers.fixtures import make_tiny_clap
+    from clap_helpers.devtools.fixtures import make_tiny_clap
 
     return make_tiny_clap(fixture_env.model)
 
@@ -42,7 +42,7 @@ def tiny_clap(fixture_env):
 @pytest.fixture(scope="session")
 def tiny_clap_fused(fixture_env):
     """Path of the tiny random CLAP with feature fusion (like laion/clap-htsat-fused)."""
-    from clap_helpers.fixtures import make_tiny_clap
+    from clap_helpers.devtools.fixtures import make_tiny_clap
 
     return make_tiny_clap(fixture_env.fused_model, fused=True)
 

@@ -20,7 +20,7 @@ clips (:data:`MAP_NEIGHBOURS` of them, weights = cosine clipped at 0). Text quer
 all clips in embedding space (the modality gap), so on the PCA map they land off to one side, while
 on the t-SNE map they land among the clips they retrieve.
 
-Used by: notebook 10_sound_search, clap_helpers.app.
+Used by: notebook 10_sound_search, clap_helpers.apps.web.
 """
 
 from __future__ import annotations
@@ -35,14 +35,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import audio as _audio
-from . import datasets as _datasets
+from ..data import audio as _audio
+from ..data import loaders as _datasets
+
+__all__ = [
+    "collection_roots",
+    "EmbeddingMap",
+    "load_collection",
+    "MAP_NEIGHBOURS",
+    "MAX_QUERY_CHARS",
+    "PathNotInIndexError",
+    "QueryError",
+    "rank_texts",
+    "RESULT_COLUMNS",
+    "results_text",
+    "search_widget",
+    "SoundIndex",
+    "text_to_text",
+    "top_k",
+    "validate_query",
+    "wide_table",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
-    from .embed import ClapEncoder
+    from ..embedding.encoder import ClapEncoder
 
 MAX_QUERY_CHARS = 500
 """Longest text query accepted (CLAP learnt from captions of a sentence or two)."""
@@ -473,7 +489,7 @@ class EmbeddingMap:
             pca = PCA(n_components=2, svd_solver="full", random_state=seed)
             xy[valid] = pca.fit_transform(emb[valid].astype(np.float64))
         elif method == "tsne":
-            from .plots import embedding_coords
+            from ..plots import embedding_coords
 
             xy[valid] = embedding_coords(emb[valid], method="tsne", seed=seed)[0]
         else:
@@ -493,103 +509,6 @@ class EmbeddingMap:
         if w.sum() <= 0:
             w = np.ones_like(w)
         return (self.xy[rows] * w[:, None]).sum(axis=0) / w.sum()
-
-
-def map_figure(
-    emap: EmbeddingMap,
-    clips: pd.DataFrame,
-    query_xy: Any = None,
-    hit_rows: Sequence[int] = (),
-    query_label: str = "query",
-    ax: Axes | None = None,
-    figsize: tuple[float, float] = (7.0, 5.5),
-) -> Figure:
-    """Scatter of the collection on ``emap`` coloured by dataset, the hits (``hit_rows``) ringed
-    and labelled, the query as a black star at ``query_xy`` (2,). Without ``ax`` the figure is a
-    plain ``matplotlib.figure.Figure`` (not registered with pyplot, so nothing to close)."""
-    from matplotlib.figure import Figure
-
-    if ax is None:
-        fig = Figure(figsize=figsize, layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.get_figure()
-    xy = emap.xy
-    names = list(pd.unique(clips["dataset"])) if "dataset" in clips else [""]
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
-    size = 6 if len(xy) > 3000 else 14
-    for i, name in enumerate(names):
-        m = np.isfinite(xy).all(axis=1)
-        if "dataset" in clips:
-            m = m & (clips["dataset"] == name).to_numpy()
-        ax.scatter(
-            *xy[m].T,
-            s=size,
-            alpha=0.45,
-            linewidths=0,
-            color=colours[i % len(colours)],
-            label=f"{name} ({m.sum()})" if name else f"clips ({m.sum()})",
-        )
-    hits = [r for r in hit_rows if np.isfinite(xy[r]).all()]
-    if hits:
-        ax.scatter(
-            *xy[hits].T,
-            s=90,
-            facecolors="none",
-            edgecolors="red",
-            linewidths=1.4,
-            label=f"top {len(hits)}",
-            zorder=3,
-        )
-        for rank, r in enumerate(hits[:5], 1):
-            ax.annotate(
-                f"{rank} {clips['label'].iloc[r]}",
-                xy[r],
-                xytext=(5, 4),
-                textcoords="offset points",
-                fontsize=7,
-                color="darkred",
-                zorder=4,
-            )
-    if query_xy is not None:
-        qx, qy = np.asarray(query_xy, dtype=float)
-        ax.scatter(
-            [qx],
-            [qy],
-            marker="*",
-            s=320,
-            color="black",
-            edgecolors="white",
-            linewidths=0.8,
-            label=query_label[:40],
-            zorder=5,
-        )
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.margins(0.06)
-    ax.set_title(f"{'t-SNE' if emap.method == 'tsne' else 'PCA'} map of {len(xy)} clips")
-    ax.legend(loc="best", fontsize=7, framealpha=0.8)
-    return fig
-
-
-def query_maps(
-    index: SoundIndex,
-    query: str,
-    k: int = 10,
-    methods: Sequence[str] = ("pca", "tsne"),
-    seed: int = 0,
-) -> Figure:
-    """One :func:`map_figure` panel per method (fitted on ``index``) with a text query and its
-    top-k clips marked: a plain Figure, 6.5 in wide per panel."""
-    from matplotlib.figure import Figure
-
-    q = index.embed_texts(query)[0]
-    rows = index.search(q, k)["row"].tolist()
-    fig = Figure(figsize=(6.5 * len(methods), 5.5), layout="constrained")
-    for ax, method in zip(fig.subplots(1, len(methods), squeeze=False)[0], methods, strict=True):
-        emap = EmbeddingMap.fit(index.embeddings, method, seed)
-        map_figure(emap, index.clips, emap.place(q), rows, f'"{query}"', ax=ax)
-    return fig
 
 
 # --------------------------------------------------------------------------- notebook widget

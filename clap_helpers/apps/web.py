@@ -2,7 +2,7 @@
 
 ::
 
-    python -m clap_helpers.app --data-root downloads --model laion/clap-htsat-unfused \\
+    python -m clap_helpers.apps.web --data-root downloads --model laion/clap-htsat-unfused \\
         --datasets esc50,urbansound8k            # then open http://127.0.0.1:7860
 
 At start it loads the datasets that are downloaded (a missing one is skipped with a message naming
@@ -22,7 +22,7 @@ collection gets a message, never a file. Queries are limited to
 An upload is decoded outside the model lock, so a slow upload never stalls other users' queries.
 
 The handlers live in :class:`SearchApp` (plain Python, no Gradio); :func:`build_ui` only wires
-them to widgets. Used by: ``python -m clap_helpers.app``, tests/test_app_browser.py.
+them to widgets. Used by: ``python -m clap_helpers.apps.web``, tests/unit/apps/test_app_browser.py.
 """
 
 from __future__ import annotations
@@ -41,7 +41,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .. import plots
 from . import search
+
+__all__ = [
+    "Answer",
+    "build_ui",
+    "CSS",
+    "DEFAULT_DATASETS",
+    "FILE_ROUTE",
+    "launch",
+    "main",
+    "MAX_UPLOAD_SECONDS",
+    "parse_args",
+    "SearchApp",
+]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, before gradio loads
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -189,7 +203,7 @@ class SearchApp:
         emap = self.map
         state["method"] = emap.method
         query_xy = None if state.get("query") is None else emap.place(state["query"])
-        return search.map_figure(
+        return plots.map_figure(
             emap, self.index.clips, query_xy, state.get("hits", ()), state.get("label") or "query"
         )
 
@@ -331,7 +345,7 @@ def launch(demo, app: SearchApp, host: str = "127.0.0.1", port: int = 7860, **kw
 # ----------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m clap_helpers.app",
+        prog="python -m clap_helpers.apps.web",
         description="Local web app: search sound datasets with text or example audio (CLAP).",
     )
     p.add_argument("--data-root", default="downloads", help="the --dest of dataset.sh")
@@ -365,7 +379,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    from .datasets import NAMES
+    from ..data.loaders import NAMES
 
     unknown = [d for d in args.datasets if d not in NAMES]
     if unknown or not args.datasets:
@@ -426,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from .embed import load_clap
+    from ..embedding.encoder import load_clap
 
     print(f"loading {args.model} ...", file=sys.stderr)
     enc = load_clap(args.model, args.device, args.precision, cache_dir=args.cache_dir)

@@ -36,6 +36,19 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "audio_info",
+    "AudioError",
+    "AudioWarning",
+    "CLAP_SAMPLE_RATE",
+    "DEFAULT_MAX_SECONDS",
+    "inspect_waveform",
+    "list_audio_files",
+    "load_audio",
+    "load_audio_with_rate",
+]
+
 CLAP_SAMPLE_RATE = 48_000
 """Sampling rate (Hz) every CLAP checkpoint expects."""
 

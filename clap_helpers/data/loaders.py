@@ -31,37 +31,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .paths import resolve
+from ..paths import resolve
+from . import registry
 
-NAMES = ("esc50", "urbansound8k", "fma_small", "audioset")
+__all__ = [
+    "audio_folders",
+    "check_n_samples",
+    "class_counts",
+    "DatasetNotFoundError",
+    "download_command",
+    "durations",
+    "label_matrix",
+    "load",
+    "load_available",
+    "MetadataError",
+    "NAMES",
+    "stratified_subset",
+]
 
-# Files whose presence means "this dataset is downloaded", relative to the data root.
-METADATA_FILES = {
-    "esc50": "ESC-50-master/meta/esc50.csv",
-    "urbansound8k": "UrbanSound8K/metadata/UrbanSound8K.csv",
-    "fma_small": "fma_metadata/tracks.csv",
-    "audioset": "audioset/manifest.csv",
-}
-
-# Folders holding each dataset's audio, relative to the data root: every clip must lie inside.
-AUDIO_FOLDERS = {
-    "esc50": ("ESC-50-master/audio",),
-    "urbansound8k": ("UrbanSound8K/audio",),
-    "fma_small": ("fma_small",),
-    "audioset": ("audioset/audio",),
-}
-
-# The folder to delete before re-downloading a dataset whose metadata is damaged (dataset.sh
-# skips a folder that is already present); None: dataset.sh rewrites the metadata itself.
-_METADATA_FOLDERS = {
-    "esc50": "ESC-50-master",
-    "urbansound8k": "UrbanSound8K",
-    "fma_small": "fma_metadata",
-    "audioset": None,
-}
-
-# A manifest row's labels are joined with this (AudioSet display names contain commas).
-AUDIOSET_LABEL_SEP = ";"
+NAMES = registry.NAMES  # canonical dataset names, in the registry's order
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -110,7 +98,7 @@ def load(
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
     n_samples = check_n_samples(n_samples)
     root = resolve(root).resolve()
-    meta = root / METADATA_FILES[name]
+    meta = root / registry.RECORDS[name].metadata_file
     if not meta.is_file():
         raise DatasetNotFoundError(
             f"{name} not found: {meta} does not exist. Download it with "
@@ -144,10 +132,10 @@ def audio_folders(name: str, root: str | os.PathLike = "downloads") -> list[Path
     """The folders that hold dataset ``name``'s audio under the data ``root``, resolved (links
     followed), e.g. ``[.../downloads/ESC-50-master/audio]``. Every clip :func:`load` returns lies
     inside one of them; the search app serves files from these folders only."""
-    if name not in AUDIO_FOLDERS:
+    if name not in registry.RECORDS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
     base = resolve(root).resolve()
-    return [(base / folder).resolve() for folder in AUDIO_FOLDERS[name]]
+    return [(base / folder).resolve() for folder in registry.RECORDS[name].audio_folders]
 
 
 def check_n_samples(n_samples) -> int | None:
@@ -193,7 +181,7 @@ def _load_esc50(root: Path, meta: Path) -> pd.DataFrame:
         ["filename", "fold", "target", "category", "esc10", "src_file", "take"],
         ints=["fold", "target"],
     )
-    audio = meta.parent.parent / "audio"
+    audio = root / registry.RECORDS["esc50"].audio_folders[0]
     return pd.DataFrame(
         {
             "path": [str(audio / f) for f in df["filename"]],
@@ -217,7 +205,7 @@ def _load_urbansound8k(root: Path, meta: Path) -> pd.DataFrame:
         ints=["fold", "classID", "salience"],
         floats=["start", "end"],
     )
-    audio = meta.parent.parent / "audio"
+    audio = root / registry.RECORDS["urbansound8k"].audio_folders[0]
     return pd.DataFrame(
         {
             "path": [
@@ -246,7 +234,7 @@ def _load_fma_small(root: Path, meta: Path) -> pd.DataFrame:
         header=[0, 1],
     )
     small = tracks[tracks[("set", "subset")] == "small"]
-    audio = root / "fma_small"
+    audio = root / registry.RECORDS["fma_small"].audio_folders[0]
     track_ids = pd.Series(tracks.index, name="track_id")
     _check_numbers("fma_small", root, meta, track_ids, integer=True, header_lines=3)
     ids = small.index.astype(int)
@@ -274,7 +262,9 @@ def _load_audioset(root: Path, meta: Path) -> pd.DataFrame:
             "audioset", root, meta, f"column 'path' is empty on line {_line(df['path'].isna())}"
         )
     labels = [
-        [x for x in str(s).split(AUDIOSET_LABEL_SEP) if x] if isinstance(s, str) else []
+        [x for x in str(s).split(registry.RECORDS["audioset"].audioset.label_sep) if x]
+        if isinstance(s, str)
+        else []
         for s in df["labels"]
     ]
     keep = np.array([len(x) > 0 for x in labels])
@@ -357,7 +347,7 @@ def _line(mask: pd.Series, header_lines: int = 1) -> int:
 
 
 def _metadata_error(name: str, root: Path, meta: Path, detail: str) -> MetadataError:
-    folder = _METADATA_FOLDERS[name]
+    folder = registry.RECORDS[name].metadata_folder
     fix = f"download it again with `{download_command(name, root)}`"
     if folder is not None:
         fix = f"delete {root / folder} and " + fix

@@ -31,67 +31,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import datasets, zeroshot
-from .paths import resolve
+from ..paths import resolve
+from . import loaders as datasets
+from . import registry
 
 __all__ = [
     "CONTENTS",
     "DOWNLOAD_SIZES",
-    "PUBLISHED_TOP1",
     "audio_formats",
-    "clap_logmel",
     "class_balance",
     "balance_summary",
-    "class_balance_figure",
     "clip_durations",
     "download_plan",
-    "duration_figure",
-    "evaluate_strategies",
     "fetch_missing",
-    "gains_and_losses",
     "on_disk",
     "overview_table",
-    "per_class_topk",
     "pick_example",
-    "prompt_examples",
-    "published_comparison",
-    "top_confusions",
 ]
 
-# What each dataset holds and what it costs to download (shown by notebook 01).
-CONTENTS = {
-    "esc50": "2000 WAV clips of 5 s, 50 classes, 5 folds",
-    "urbansound8k": "8732 WAV clips of at most 4 s, 10 classes, 10 folds",
-    "fma_small": "8000 MP3 tracks of 30 s, 8 genres, training/validation/test split",
-    "audioset": "10 s YouTube segments, 22 classes, multi-label, balanced_train/eval",
-}
-DOWNLOAD_SIZES = {
-    "esc50": "about 600 MB",
-    "urbansound8k": "about 6 GB",
-    "fma_small": "7.2 GB audio + 342 MB metadata",
-    "audioset": "up to about 0.9 GB (20 clips per class and split), via yt-dlp + ffmpeg",
-}
+# What each dataset holds and what it costs to download (shown by notebook 01), from the registry.
+CONTENTS = {name: rec.contents for name, rec in registry.RECORDS.items()}
+DOWNLOAD_SIZES = {name: rec.download_size for name, rec in registry.RECORDS.items()}
 
 
-# Published zero-shot top-1 accuracies (fractions) of laion/clap-htsat-unfused and its paper,
-# from the one table of published numbers, clap_helpers.adapt.published_table().
-def _published_top1() -> dict[str, dict[str, float]]:
-    from .adapt import published_table
-
-    table = published_table().iloc[:2]  # the LAION-CLAP paper and the transformers re-run
-    return {
-        name: dict(zip(table["model"], table[column] / 100.0, strict=True))
-        for name, column in (("esc50", "esc50_zs"), ("urbansound8k", "us8k_zs"))
-    }
-
-
-PUBLISHED_TOP1 = _published_top1()
-_DATASET_ALIASES = {"us8k": "urbansound8k", "esc-50": "esc50", "fma": "fma_small"}
-
-
+# Published zero-shot top-1 accuracies (fractions) of laion/clap-htsat-unfused and its paper.
 def _check_name(name: str) -> str:
-    if name not in datasets.NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(datasets.NAMES)}")
+    if name not in registry.RECORDS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(registry.NAMES)}")
     return name
 
 
@@ -100,7 +66,7 @@ def on_disk(name: str, data_root: str | os.PathLike = "downloads") -> bool:
     """True when dataset ``name``'s metadata file, the one the loader reads, exists under
     ``data_root`` (01_download). Audio files are not checked here (see :func:`overview_table`)."""
     root = resolve(data_root)
-    return (root / datasets.METADATA_FILES[_check_name(name)]).is_file()
+    return (root / registry.RECORDS[_check_name(name)].metadata_file).is_file()
 
 
 def download_plan(
@@ -134,7 +100,7 @@ def fetch_missing(
     Returns ``{name: status}``: ``"on disk"``; ``"missing: <command>"`` (``download`` is False);
     ``"downloaded"``; or ``"download failed: <reason>"`` (a :class:`DownloadError` or
     ``OSError`` is reported, not raised, so the other datasets still get their turn).
-    ``fetch(name, dest=...)`` defaults to :func:`clap_helpers.download.fetch`; the destination
+    ``fetch(name, dest=...)`` defaults to :func:`clap_helpers.data.download.fetch`; the destination
     is ``data_root`` resolved like the loaders do (:func:`clap_helpers.paths.resolve`)."""
     from . import download as dl
 
@@ -266,62 +232,6 @@ def balance_summary(balances: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def _panels(n: int, width: float, height: float):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, max(n, 1), figsize=(width * max(n, 1), height), layout="constrained", squeeze=False
-    )
-    return fig, list(axes[0])
-
-
-def class_balance_figure(
-    balances: Mapping[str, pd.DataFrame], column: str = "clips", title: str | None = None
-) -> Any:
-    """One panel per dataset: horizontal bars of clips per class (01_download).
-
-    ``balances``: ``{name: class_balance(...)}``; ``column``: ``"clips"`` (primary label) or
-    ``"tagged"``. A dashed line marks the mean over classes, so imbalance shows at a glance.
-    With no dataset, one empty panel says so. Returns the matplotlib Figure."""
-    n_max = max((len(b) for b in balances.values()), default=1)
-    fig, axes = _panels(len(balances), 4.3, max(3.0, 0.17 * n_max + 1.4))
-    if not balances:
-        axes[0].text(0.5, 0.5, "no dataset on disk", ha="center", va="center")
-        axes[0].set_axis_off()
-    for ax, (name, table) in zip(axes, balances.items(), strict=False):
-        counts = table[column].to_numpy(dtype=float)
-        y = np.arange(len(counts))[::-1]
-        ax.barh(y, counts, color="tab:blue")
-        ax.set_yticks(y, [str(c).replace("_", " ") for c in table.index], fontsize=6.5)
-        if len(counts):
-            ax.axvline(counts.mean(), color="black", ls="--", lw=0.8)
-        ax.set_xlabel("clips")
-        ax.set_title(f"{name} ({len(table)} classes)", fontsize=10)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def duration_figure(durations: Mapping[str, pd.Series], bins: int = 30) -> Any:
-    """One histogram of clip durations (s) per dataset (01_download); unreadable (NaN) clips
-    are left out and counted in the panel title. With no dataset, one empty panel says so."""
-    fig, axes = _panels(len(durations), 3.6, 2.8)
-    if not durations:
-        axes[0].text(0.5, 0.5, "no dataset on disk", ha="center", va="center")
-        axes[0].set_axis_off()
-    for ax, (name, d) in zip(axes, durations.items(), strict=False):
-        values = pd.Series(d, dtype=float)
-        ok = values.dropna().to_numpy()
-        if len(ok):
-            lo, hi = float(ok.min()), float(ok.max())
-            ax.hist(ok, bins=bins, range=(lo - 0.5, hi + 0.5) if hi - lo < 1e-6 else None)
-        bad = len(values) - len(ok)
-        ax.set_title(name + (f" ({bad} unreadable)" if bad else ""), fontsize=10)
-        ax.set_xlabel("duration (s)")
-        ax.set_ylabel("clips")
-    return fig
-
-
 # ------------------------------------------------------------------------------ example clip
 def pick_example(
     loaded: Mapping[str, tuple[pd.DataFrame, Sequence[str]]],
@@ -362,90 +272,7 @@ def pick_example(
     raise ValueError(f"{name}: none of {len(order)} tried clips decodes ({'; '.join(reasons[:3])})")
 
 
-def clap_logmel(waveform: Any, sr: int = 48_000) -> np.ndarray:
-    """The log-mel the unfused CLAP checkpoints see for one clip (01_download): (1001, 64) dB.
-
-    :class:`clap_helpers.frontend.LogMelFrontend` with its defaults (those of
-    ``laion/clap-htsat-unfused``): a 10 s window of 1001 frames of 10 ms, 64 Slaney mel bands
-    from 0 to 14 kHz; a shorter clip is repeated to fill the window, then zero-padded; a longer
-    one is centre-cropped. ``waveform`` (T,) float at 48 kHz."""
-    import torch
-
-    from .frontend import LogMelFrontend
-
-    if sr != 48_000:
-        raise ValueError(f"the CLAP front-end takes 48 kHz audio, got {sr} Hz")
-    x = torch.as_tensor(np.asarray(waveform, dtype=np.float32).reshape(-1))
-    features = LogMelFrontend()(x[None]).input_features  # (1, 1, 1001, 64)
-    return features[0, 0].cpu().numpy()
-
-
 # --------------------------------------------------------------------------- prompt strategies
-def evaluate_strategies(
-    audio_emb: Any,
-    clips: pd.DataFrame,
-    classes: Sequence[str],
-    text_sets: Mapping[str, Any],
-    ks: Sequence[int] = (1, 3, 5),
-) -> dict[str, dict[str, Any]]:
-    """:func:`clap_helpers.zeroshot.evaluate` for each prompt strategy (03_augmented_labels).
-
-    audio_emb (N, D); ``clips`` from :func:`clap_helpers.datasets.load` (its ``target`` column
-    is the label); ``text_sets`` ``{strategy: (C, D)}`` from
-    :func:`clap_helpers.prompts.embed_prompt_sets`. Top-k and per-class accuracy are always
-    against the single (primary) label, so every dataset gets the same columns. For a
-    multi-label dataset (a ``labels`` column: the AudioSet subset) each result also gets
-    ``mAP``, ``per_class_ap`` and ``top{k}_hit`` (any true label in the top k) from
-    :func:`clap_helpers.zeroshot.evaluate_multilabel`. Returns ``{strategy: result}``, ready for
-    :func:`clap_helpers.zeroshot.results_table` and :func:`clap_helpers.zeroshot.class_deltas`."""
-    labels = clips["target"].to_numpy()
-    multi = "labels" in clips.columns
-    matrix = datasets.label_matrix(clips, list(classes)) if multi else None
-    out = {}
-    for name, text_emb in text_sets.items():
-        result = zeroshot.evaluate(audio_emb, labels, text_emb, ks)
-        if multi:
-            extra = zeroshot.evaluate_multilabel(audio_emb, matrix, text_emb, ks)
-            keep = ["mAP", "per_class_ap", *(f"top{int(k)}_hit" for k in ks)]
-            result.update({k: extra[k] for k in keep})
-        out[name] = result
-    return out
-
-
-def prompt_examples(
-    sets: Mapping[str, Sequence[Sequence[str]]], classes: Sequence[str], n: int | None = 5
-) -> pd.DataFrame:
-    """The prompts of each strategy side by side for the first ``n`` classes (all if None), for
-    03_augmented_labels: index "class", one column per strategy, several prompts of a class
-    joined by " | "."""
-    chosen = list(classes)[: n if n is not None else len(classes)]
-    data = {
-        name: [" | ".join(groups[i]) for i in range(len(chosen))] for name, groups in sets.items()
-    }
-    return pd.DataFrame(data, index=pd.Index(chosen, name="class"))
-
-
-def gains_and_losses(deltas: pd.DataFrame, n: int = 5) -> dict[str, Any]:
-    """Summary of :func:`clap_helpers.zeroshot.class_deltas` (03_augmented_labels).
-
-    Returns ``{"gains": {class: delta}`` (the ``n`` largest positive deltas, largest first),
-    ``"losses": {class: delta}`` (the ``n`` most negative, worst first), ``"n_gain"``,
-    ``"n_loss"``, ``"n_same"`` (classes with a zero delta) and ``"n_undefined"`` (NaN delta: no
-    clip of the class was scored)}``. Deltas are fractions (0.1 = 10 points)."""
-    d = deltas["delta"].astype(float)
-    defined = d[np.isfinite(d)]
-    gains = defined[defined > 0].sort_values(ascending=False, kind="stable").head(n)
-    losses = defined[defined < 0].sort_values(ascending=True, kind="stable").head(n)
-    return {
-        "gains": {str(k): float(v) for k, v in gains.items()},
-        "losses": {str(k): float(v) for k, v in losses.items()},
-        "n_gain": int((defined > 0).sum()),
-        "n_loss": int((defined < 0).sum()),
-        "n_same": int((defined == 0).sum()),
-        "n_undefined": int(len(d) - len(defined)),
-    }
-
-
 # ------------------------------------------------------------------------------ UrbanSound8K
 def audio_formats(clips: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     """How many clips share each (sample rate, channels, sample format), from the file headers
@@ -471,68 +298,3 @@ def audio_formats(clips: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
         (counts["subtype"], counts["channels"], counts["samplerate"], -counts["clips"])
     )
     return counts.iloc[order].reset_index(drop=True)
-
-
-def published_comparison(dataset: str, top1: float, label: str = "this run") -> pd.DataFrame:
-    """Our top-1 next to the published zero-shot numbers (04_urbansound8k_topk; ESC-50 too).
-
-    Index "source" (``label`` first, then :data:`PUBLISHED_TOP1`'s entries), columns
-    ``top1_percent`` and ``difference_points`` (our top-1 minus that row's, in points; 0 for our
-    row). ``dataset``: "esc50" or "urbansound8k" ("us8k" accepted)."""
-    key = _DATASET_ALIASES.get(dataset.lower(), dataset.lower())
-    if key not in PUBLISHED_TOP1:
-        raise ValueError(f"no published numbers for {dataset!r}; known: {sorted(PUBLISHED_TOP1)}")
-    rows = {label: float(top1), **PUBLISHED_TOP1[key]}
-    table = pd.DataFrame(
-        {
-            "top1_percent": [100.0 * v for v in rows.values()],
-            "difference_points": [100.0 * (float(top1) - v) for v in rows.values()],
-        },
-        index=pd.Index(list(rows), name="source"),
-    )
-    return table
-
-
-def top_confusions(conf: Any, classes: Sequence[str], n: int = 10) -> pd.DataFrame:
-    """The ``n`` most frequent mistakes in a confusion matrix (04_urbansound8k_topk).
-
-    conf (C, C) counts, rows = true class, columns = predicted (``evaluate(...)["confusion"]``).
-    Returns columns ``true``, ``predicted``, ``clips`` and ``share`` (of the true class's clips),
-    off-diagonal non-zero cells only, most clips first (ties: larger share, then class order)."""
-    mat = np.asarray(conf, dtype=np.int64)
-    if mat.shape != (len(classes), len(classes)):
-        raise ValueError(f"conf must be ({len(classes)}, {len(classes)}), got {mat.shape}")
-    totals = mat.sum(axis=1)
-    rows = [
-        (classes[i], classes[j], int(mat[i, j]), mat[i, j] / totals[i], i, j)
-        for i, j in zip(*np.nonzero(mat), strict=True)
-        if i != j
-    ]
-    rows.sort(key=lambda r: (-r[2], -r[3], r[4], r[5]))
-    table = pd.DataFrame([r[:4] for r in rows[:n]], columns=["true", "predicted", "clips", "share"])
-    return table.astype({"clips": np.int64, "share": float})
-
-
-def per_class_topk(
-    true_rank: Any, labels: Any, classes: Sequence[str], ks: Sequence[int] = (1, 3, 5)
-) -> pd.DataFrame:
-    """Top-k accuracy of each class (04_urbansound8k_topk): index "class", columns ``clips``
-    (scored clips of the class) and ``top{k}`` (fraction, NaN for a class without scored clips).
-
-    ``true_rank`` (N,) from :func:`clap_helpers.zeroshot.evaluate` (0 = top-1, -1 = failed
-    clip, left out); labels (N,) int class indices."""
-    rank = np.asarray(true_rank, dtype=np.int64)
-    y = np.asarray(labels, dtype=np.int64)
-    if rank.shape != y.shape:
-        raise ValueError(f"true_rank {rank.shape} and labels {y.shape} differ")
-    ok = rank >= 0
-    data: dict[str, list[float]] = {"clips": []}
-    for k in ks:
-        data[f"top{int(k)}"] = []
-    for c in range(len(classes)):
-        m = ok & (y == c)
-        data["clips"].append(int(m.sum()))
-        for k in ks:
-            data[f"top{int(k)}"].append(float(np.mean(rank[m] < k)) if m.any() else math.nan)
-    table = pd.DataFrame(data, index=pd.Index(list(classes), name="class"))
-    return table.astype({"clips": np.int64})

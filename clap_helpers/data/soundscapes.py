@@ -22,6 +22,8 @@ Used by: notebook 08_adaptation.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -38,6 +40,9 @@ FRAME_S = 0.010
 PEAK_TARGET = 0.99
 
 __all__ = [
+    "build_soundscapes",
+    "condition_label",
+    "foreground_subset",
     "Soundscape",
     "active_mask",
     "iter_soundscapes",
@@ -298,3 +303,220 @@ def _mono(x, name: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} has NaN/inf samples")
     return arr
+
+
+SOUNDSCAPE_VERSION = 1  # part of the soundscape folder key: bump when the mixing changes
+
+
+_MANIFEST = "soundscapes.csv"
+
+
+def foreground_subset(
+    clips: pd.DataFrame,
+    n: int | None = None,
+    exclude_classes: Sequence[str] = (),
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A deterministic subset of ``n`` clips (all if None), spread evenly over class and fold.
+
+    Clips of ``exclude_classes`` (the background classes) are left out first. The clips of each
+    (class, fold) cell are shuffled; round r takes the r-th clip of every cell. Within a round,
+    pick t (0, 1, ...) goes to class ``t mod C`` and fold ``(t + t // lcm(C, F)) mod F`` (classes
+    and folds in seeded orders), which visits every cell once while classes and folds take
+    turns. So any prefix of this order has class counts, and fold counts, within one of each
+    other (up to cells that run out of clips): e.g. 4 clips of 4 classes come from 4 different
+    folds. The same ``seed`` gives the same clips, a smaller ``n`` a subset of a larger one.
+    Rows keep the index and order of ``clips`` (to pick their embeddings).
+
+    Used by: notebook 08_adaptation.
+    """
+    pool = clips[~clips["label"].isin(list(exclude_classes))]
+    if pool.empty:
+        raise ValueError("no foreground clip left after excluding the background classes")
+    if n is None or n >= len(pool):
+        return pool.copy()
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    classes = sorted(pd.unique(pool["label"]).tolist())
+    fold_values = sorted(pd.unique(pool["fold"]).tolist())
+    class_order = [classes[i] for i in rng.permutation(len(classes))]
+    fold_order = [fold_values[i] for i in rng.permutation(len(fold_values))]
+    n_c, n_f = len(class_order), len(fold_order)
+    period = np.lcm(n_c, n_f)
+    turn = {
+        (class_order[t % n_c], fold_order[(t + t // period) % n_f]): t for t in range(n_c * n_f)
+    }
+    order = rng.permutation(len(pool))
+    shuffled = pool.iloc[order]
+    rank = shuffled.groupby(["label", "fold"], sort=False).cumcount().to_numpy()
+    t = np.array([turn[cell] for cell in zip(shuffled["label"], shuffled["fold"], strict=True)])
+    picked = order[np.lexsort((t, rank))[: int(n)]]  # by round, then turn within the round
+    return pool.iloc[np.sort(picked)].copy()
+
+
+def build_soundscapes(
+    foregrounds: pd.DataFrame,
+    backgrounds: pd.DataFrame,
+    snrs: Sequence[float],
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    duration_s: float = 10.0,
+    include_clean: bool = True,
+) -> pd.DataFrame:
+    """Mix every foreground into a ``"mix"`` background at each SNR; reuse earlier WAVs.
+
+    Args:
+        foregrounds: rows of the dataset table (:func:`foreground_subset`): ``path``, ``label``,
+            ``target``, ``fold``.
+        backgrounds: :func:`background_table`; only rows with role ``"mix"`` are used.
+        snrs: SNRs in dB (constant per set).
+        out_dir: root folder; the WAVs go to ``out_dir/<key>/snr_<snr>dB/`` where ``key`` hashes
+            the inputs (paths, seed, duration, mixing version). A set whose manifest exists is
+            read back instead of re-mixed, so files (and their cache keys) stay the same.
+        seed: mixing seed, the same for every SNR (paired design, see module docstring).
+        duration_s: soundscape length in seconds (48 kHz, 16-bit WAV: about 1 MB per 10 s).
+        include_clean: add one row per foreground with its original clip (``snr_db = inf``).
+
+    Returns:
+        DataFrame with one row per test item: ``path``, ``foreground``, ``label``, ``target``,
+        ``fold``, ``background`` (name), ``background_path``, ``snr_db`` (inf for clean) and
+        ``condition`` (:func:`condition_label`). Foregrounds the mixer skipped (undecodable or
+        silent) are missing from every condition. ``attrs["failures"]`` lists ``(snr, path,
+        reason)`` for each file skipped while mixing (foreground or background),
+        ``attrs["n_failed"]`` counts them and ``attrs["folder"]`` is the key folder.
+
+    Used by: notebook 08_adaptation.
+    """
+    from ..data.soundscapes import make_soundscapes
+
+    mix_bg = backgrounds[backgrounds["role"] == "mix"]
+    if mix_bg.empty:
+        raise ValueError("no background with role 'mix'")
+    snrs = list(dict.fromkeys(float(v) for v in np.atleast_1d(snrs)))
+    if not snrs or not all(np.isfinite(snrs)):
+        raise ValueError(f"snrs must be finite numbers in dB, got {snrs}")
+    fg_paths = [str(p) for p in foregrounds["path"]]
+    bg_paths = [str(p) for p in mix_bg["path"]]
+    key = _hash(
+        {
+            "version": SOUNDSCAPE_VERSION,
+            "fg": fg_paths,
+            "bg": bg_paths,
+            "seed": int(seed),
+            "duration_s": float(duration_s),
+        }
+    )
+    folder = Path(out_dir).expanduser() / key
+    bg_name = dict(zip(bg_paths, mix_bg["background"].astype(str), strict=True))
+    fg_info = foregrounds.assign(foreground=fg_paths).set_index("foreground")[
+        ["label", "target", "fold"]
+    ]
+
+    parts, failures = [], []
+    for snr in snrs:
+        sub = folder / f"snr_{snr:g}dB"
+        manifest = sub / _MANIFEST
+        df = _read_manifest(manifest)
+        if df is None:
+            fails: list[tuple[str, str]] = []
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                df = make_soundscapes(
+                    fg_paths,
+                    bg_paths,
+                    snr,
+                    out_dir=sub,
+                    seed=seed,
+                    duration_s=duration_s,
+                    failures=fails,
+                )
+            for w in caught:  # re-emit anything other than the per-file skips we summarise
+                if not str(w.message).startswith("soundscape: skipping"):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            df = df.assign(failure="")
+            if fails:
+                extra = pd.DataFrame(
+                    {
+                        "path": "",
+                        "foreground": [f[0] for f in fails],
+                        "background": "",
+                        "snr_db": snr,
+                        "failure": [f[1] for f in fails],
+                    }
+                )
+                df = pd.concat([df, extra], ignore_index=True)
+            tmp = manifest.with_suffix(".tmp")
+            df.to_csv(tmp, index=False)
+            os.replace(tmp, manifest)
+        failed = df["failure"].fillna("").astype(str) != ""
+        failures += [
+            (snr, f, r)
+            for f, r in zip(df.loc[failed, "foreground"], df.loc[failed, "failure"], strict=True)
+        ]
+        ok = df[~failed]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "path": ok["path"].astype(str).to_numpy(),
+                    "foreground": ok["foreground"].astype(str).to_numpy(),
+                    "background_path": ok["background"].astype(str).to_numpy(),
+                    "snr_db": snr,
+                }
+            )
+        )
+    out = pd.concat(parts, ignore_index=True)
+    out["background"] = out["background_path"].map(bg_name)
+    if include_clean:
+        first = out.drop_duplicates("foreground")[["foreground", "background_path", "background"]]
+        clean = first.assign(path=first["foreground"], snr_db=np.inf)
+        out = pd.concat([clean, out], ignore_index=True)
+    out = out.join(fg_info, on="foreground")
+    out["condition"] = [condition_label(s) for s in out["snr_db"]]
+    out = out[
+        [
+            "path",
+            "foreground",
+            "label",
+            "target",
+            "fold",
+            "background",
+            "background_path",
+            "snr_db",
+            "condition",
+        ]
+    ].reset_index(drop=True)
+    out["target"] = out["target"].astype(int)
+    out.attrs["failures"] = failures
+    out.attrs["n_failed"] = len(failures)
+    out.attrs["folder"] = str(folder)
+    if failures:
+        warnings.warn(
+            f"{len(failures)} files were skipped while mixing (see attrs['failures'])",
+            UserWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+def _hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_manifest(path: Path) -> pd.DataFrame | None:
+    """A finished set's manifest, or None if missing or any listed WAV is gone."""
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, keep_default_na=False)
+    if "failure" not in df.columns:
+        return None
+    made = df[df["failure"].astype(str) == ""]
+    if not all(Path(p).is_file() for p in made["path"]):
+        return None
+    df["snr_db"] = df["snr_db"].astype(float)
+    return df
+
+
+def condition_label(snr_db: float) -> str:
+    """``"clean"`` for inf (no background), else ``"{snr:g} dB"``."""
+    return "clean" if np.isinf(snr_db) and snr_db > 0 else f"{float(snr_db):g} dB"

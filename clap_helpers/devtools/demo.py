@@ -6,7 +6,7 @@ present), runs each numbered notebook with fixture parameters, writes executed c
 prints one row per notebook. Accuracies are near chance: the tiny model is random. The point is
 that every step runs; real numbers come from real data and checkpoints (see README).
 
-Usage: ``python -m clap_helpers.demo [--root build/demo] [--fig-dir figs] [--only 02 05]``
+Usage: ``python -m clap_helpers.devtools.demo [--root build/demo] [--fig-dir figs] [--only 02 05]``
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
-from .paths import project_root
+from ..paths import project_root
 from .runner import FixtureEnv, fixture_parameters, list_notebooks, run_notebook
+
+__all__ = [
+    "main",
+    "summarise",
+    "SUMMARY_KEYS",
+]
 
 # Results shown in the summary, in this order, when a notebook records them. A dict of numbers
 # (one per prompt strategy, model run or method) is shown entry by entry; a dict of records by

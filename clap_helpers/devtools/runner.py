@@ -4,13 +4,11 @@ Every notebook has a cell tagged ``parameters`` whose defaults target real data;
 injects overrides after it. Its last cell writes a results JSON (:func:`save_results`), which
 ``make demo`` summarises and the tests check.
 
-Used by: ``make demo`` (:mod:`clap_helpers.demo`) and tests/test_notebooks.py.
+Used by: ``make demo`` (:mod:`clap_helpers.devtools.demo`) and tests/notebooks/test_notebooks.py.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -18,21 +16,19 @@ from pathlib import Path
 
 import nbformat
 
-from .paths import project_root, resolve
+from ..evaluation.results import load_results
+from ..paths import project_root
 
-COMMON_PARAMETERS = (
-    "data_root",
-    "n_samples",
-    "model",
-    "batch_size",
-    "device",
-    "precision",
-    "seed",
-    "cache_dir",
-    "fig_dir",
-    "results_path",
-)
-"""Parameters every notebook from 02 on declares (01 has no model)."""
+__all__ = [
+    "declared_parameters",
+    "FIXTURE_OVERRIDES",
+    "fixture_parameters",
+    "FixtureEnv",
+    "list_notebooks",
+    "notebook_dir",
+    "run_notebook",
+    "stored_problems",
+]
 
 # Parameters a notebook needs on the fixtures besides the common ones; values may name
 # FixtureEnv attributes as "{env.attr}".
@@ -171,44 +167,3 @@ def run_notebook(
     )
     results = parameters.get("results_path")
     return load_results(results) if results and Path(results).is_file() else {}
-
-
-def save_results(path: str | os.PathLike, results: dict) -> Path:
-    """Write a notebook's results as strict JSON (NaN -> null, numpy -> lists); return the path.
-
-    A relative ``path`` goes under the project root (:func:`clap_helpers.paths.resolve`).
-    Used by: the last cell of every notebook.
-    """
-    path = resolve(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=1, allow_nan=False))
-    os.replace(tmp, path)
-    return path
-
-
-def load_results(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def _jsonable(value):
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _jsonable(value.reset_index().to_dict(orient="records"))
-    if isinstance(value, pd.Series):
-        return _jsonable(value.to_dict())
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -36,6 +36,17 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+__all__ = [
+    "CACHE_VERSION",
+    "CacheWarning",
+    "check_cache_dir",
+    "default_cache_dir",
+    "EmbeddingStore",
+    "file_key",
+    "namespace_hash",
+    "text_key",
+]
+
 CACHE_VERSION = 1
 """Bump when the embedding code changes results: old entries then land in another namespace."""
 

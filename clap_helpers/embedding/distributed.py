@@ -2,9 +2,9 @@
 
 ::
 
-    python -m clap_helpers.distributed --dataset esc50 --data-root downloads \\
+    python -m clap_helpers.embedding.distributed --dataset esc50 --data-root downloads \\
         --model laion/clap-htsat-unfused --out runs/esc50_emb            # local Ray, all cores
-    python -m clap_helpers.distributed --files "archive/**/*.flac" --out s3://bucket/emb \\
+    python -m clap_helpers.embedding.distributed --files "archive/**/*.flac" --out s3://bucket/emb \\
         --address auto --num-workers 8 --gpus-per-worker 1              # an existing cluster
 
     summary = ch.distributed.embed_distributed("runs/esc50_emb", paths, model=model)
@@ -34,117 +34,63 @@ and usage.md ("Scale-out with Ray").
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from .audio import AUDIO_EXTENSIONS, list_audio_files
-from .embed import DEFAULT_MODEL, WINDOW_MODES
+from .encoder import DEFAULT_MODEL, WINDOW_MODES
+from .shards import (
+    FORMAT_VERSION,
+    DistributedError,
+    expand_files,
+    filesystem,
+    is_uri,
+    model_name,
+    normalize_path,
+    open_local,
+    output_schema,
+    read_embeddings,
+    read_metadata,
+    written_paths,
+)
 
-METADATA_KEY = b"clap_helpers"
-FORMAT_VERSION = 1
-SHARD_SUFFIX = ".parquet"
+__all__ = [
+    "ClapEmbedder",
+    "decode_batch",
+    "DECODE_TASK_MEMORY",
+    "embed_distributed",
+    "init_local_ray",
+    "main",
+    "parse_args",
+]
+
 DECODE_TASK_MEMORY = 512 * 2**20  # bytes: the worker (~300 MB with torch) + a decoded clip
+
+
 # Keys of the run metadata that must agree between shards of one output folder.
-_SAME_RUN_KEYS = ("model", "revision", "precision", "window", "int16_roundtrip", "frontend", "dim")
-
-
-class DistributedError(RuntimeError):
-    """A distributed run cannot start (bad output folder, mixed models, too few resources)."""
-
-
 # ----------------------------------------------------------------------------------------------
 # Paths and filesystems
 # ----------------------------------------------------------------------------------------------
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def normalize_path(path: str | os.PathLike) -> str:
-    """How a clip is named in the output: URIs as given, local paths made absolute."""
-    path = str(path)
-    return path if _is_uri(path) else os.path.abspath(os.path.expanduser(path))
-
-
-def _filesystem(uri: str):
-    """(pyarrow filesystem, path within it) of a local path or a URI."""
-    import pyarrow.fs as pafs
-
-    if _is_uri(uri):
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-
-
-def expand_files(spec: str) -> list[str]:
-    """The clips named by ``--files``: a folder (all audio under it), a text file (one path per
-    line; ``#`` comments), a glob (``**`` recurses), a URI folder, or a single audio file."""
-    if _is_uri(spec):
-        import pyarrow.fs as pafs
-
-        fs, root = _filesystem(spec)
-        info = fs.get_file_info(root)
-        if info.type == pafs.FileType.File:
-            return [spec]
-        scheme = spec.split("://", 1)[0]
-        found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        return sorted(
-            f"{scheme}://{f.path}"
-            for f in found
-            if f.type == pafs.FileType.File and f.path.lower().endswith(AUDIO_EXTENSIONS)
-        )
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        return [str(x) for x in list_audio_files(p)]
-    if p.is_file() and not p.name.lower().endswith(AUDIO_EXTENSIONS):
-        lines = (line.strip() for line in p.read_text().splitlines())
-        return [line for line in lines if line and not line.startswith("#")]
-    if p.is_file():
-        return [str(p)]
-    matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
-    files = [m for m in matches if os.path.isfile(m)]
-    if not files:
-        raise FileNotFoundError(f"--files {spec!r}: no such folder, list file or matching files")
-    return files
-
-
-def _open_local(path: str):
-    """A local file path for ``path``; URIs are copied to a temporary file (caller deletes it)."""
-    if not _is_uri(path):
-        return path, None
-    fs, inner = _filesystem(path)
-    suffix = os.path.splitext(inner)[1]
-    with (
-        fs.open_input_stream(inner) as src,
-        tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as dst,
-    ):
-        while chunk := src.read(1 << 22):
-            dst.write(chunk)
-    return dst.name, dst.name
-
-
 # ----------------------------------------------------------------------------------------------
 # Pipeline stages (run in Ray tasks and actors)
 # ----------------------------------------------------------------------------------------------
 def decode_batch(batch: dict, int16_roundtrip: bool = False) -> dict:
     """Ray Data stage 1 (CPU tasks): ``{"path": (B,)}`` -> path, waveform (48 kHz float32,
     empty when failed), error, warning. Decoding is the single-process engine's own."""
-    from .embed import _DecodeDataset
+    from .decoding import DecodeDataset
 
     paths = [str(p) for p in batch["path"]]
     waves, errors, notes = [], [], []
     for path in paths:
         tmp = None
         try:
-            local, tmp = _open_local(path)
-            _, x, found = _DecodeDataset([local], [0], int16_roundtrip)[0]
+            local, tmp = open_local(path)
+            _, x, found = DecodeDataset([local], [0], int16_roundtrip)[0]
             found = [n.removeprefix(f"{local}: ") for n in found]
         except FileNotFoundError:
             x, found = None, ["file not found"]
@@ -187,7 +133,7 @@ class ClapEmbedder:
     def __init__(self, model: str, settings: dict, threads: int | None = None):
         import torch
 
-        from .embed import load_clap
+        from .encoder import load_clap
 
         if threads:
             torch.set_num_threads(threads)
@@ -244,7 +190,7 @@ class ClapEmbedder:
 
 def _describe(model: str, precision: str, revision: str | None, window: str, int16: bool) -> dict:
     """Load the model once where an actor would run: the run's metadata (precision resolved)."""
-    from .embed import load_clap
+    from .encoder import load_clap
 
     enc = load_clap(
         model,
@@ -260,184 +206,9 @@ def _describe(model: str, precision: str, revision: str | None, window: str, int
     return meta
 
 
-def output_schema(meta: dict):
-    """The shards' pyarrow schema, the run metadata stored under key ``clap_helpers``."""
-    import pyarrow as pa
-
-    fields = [
-        ("path", pa.string()),
-        ("embedding", pa.list_(pa.float32())),
-        ("error", pa.string()),
-        ("warning", pa.string()),
-    ]
-    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-
-
 # ----------------------------------------------------------------------------------------------
 # Reading an output folder
 # ----------------------------------------------------------------------------------------------
-def _shards(out_dir: str) -> tuple[object, list[str]]:
-    import pyarrow.fs as pafs
-
-    fs, root = _filesystem(out_dir)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        return fs, []
-    if info.type != pafs.FileType.Directory:
-        raise DistributedError(f"{out_dir}: not a folder (the output of a distributed run)")
-    found = fs.get_file_info(pafs.FileSelector(root, recursive=False))
-    files = sorted(
-        f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(SHARD_SUFFIX)
-    )
-    return fs, files
-
-
-def _read_shards(out_dir: str, columns: Sequence[str]):
-    """(table of ``columns`` over all readable shards, metadata dicts). Unreadable shards (a run
-    killed while writing) are skipped with a warning naming them."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    fs, files = _shards(out_dir)
-    tables, metas = [], []
-    for f in files:
-        try:
-            pf = pq.ParquetFile(f, filesystem=fs)
-            table = pf.read(columns=list(columns))
-        except (OSError, pa.ArrowException) as exc:
-            warnings.warn(
-                f"{f}: unreadable shard skipped ({exc}); delete it, its clips are redone",
-                stacklevel=3,
-            )
-            continue
-        raw = (pf.schema_arrow.metadata or {}).get(METADATA_KEY)
-        metas.append(json.loads(raw) if raw else {})
-        tables.append(table)
-    return tables, metas
-
-
-def _one_run(metas: list[dict], out_dir: str) -> dict | None:
-    if not metas:
-        return None
-    first = metas[0]
-    for m in metas[1:]:
-        diff = [k for k in _SAME_RUN_KEYS if m.get(k) != first.get(k)]
-        if diff:
-            raise DistributedError(
-                f"{out_dir}: shards from different runs disagree on {diff}; use one output "
-                "folder per model and settings"
-            )
-    return first
-
-
-def read_metadata(out_dir: str | os.PathLike) -> dict | None:
-    """The run metadata of an output folder (model, revision, precision, window, frontend, dim);
-    None if it holds no shards yet."""
-    _, metas = _read_shards(str(out_dir), ["path"])
-    return _one_run(metas, str(out_dir))
-
-
-def read_table(out_dir: str | os.PathLike):
-    """All rows of an output folder as a DataFrame (path, embedding (D,) arrays or None, error,
-    warning), one row per path: an embedded row wins over a failed one (e.g. after a re-run)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    tables, metas = _read_shards(str(out_dir), ["path", "embedding", "error", "warning"])
-    _one_run(metas, str(out_dir))
-    if not tables:
-        return pd.DataFrame(columns=["path", "embedding", "error", "warning"])
-    df = pa.concat_tables(tables).to_pandas()
-    df["_ok"] = df["error"].isna()
-    df = df.sort_values("_ok", kind="stable").drop_duplicates("path", keep="last")
-    return df.drop(columns="_ok").sort_index().reset_index(drop=True)
-
-
-def _model_name(model) -> str:
-    """A hub id as it is; a local model folder as its resolved path."""
-    model = str(model)
-    folder = Path(model).expanduser()
-    return str(folder.resolve()) if not _is_uri(model) and folder.is_dir() else model
-
-
-def read_embeddings(
-    out_dir: str | os.PathLike,
-    paths: Iterable[str | os.PathLike],
-    *,
-    encoder=None,
-    return_errors: bool = False,
-):
-    """Embeddings of a distributed run aligned to ``paths``: (N, D) float32, L2-normalised rows,
-    NaN for a path that is missing from the output or failed.
-
-    Args:
-        out_dir: the run's ``--out`` folder (local path or pyarrow-filesystem URI).
-        paths: the clips, e.g. ``clips["path"]`` (local paths are compared made absolute).
-        encoder: a :class:`~clap_helpers.embed.ClapEncoder`; if given, the run must have used the
-            same model and revision (so its text embeddings fit), else ``DistributedError``.
-        return_errors: also return a list of N reasons (None where embedded; ``"not in the
-            output"`` for missing paths).
-
-    Used by: notebook 02_esc50_zeroshot (``embeddings_dir``); the search index
-    (``ch.search.SoundIndex(clips, read_embeddings(out_dir, clips.path), enc)``).
-    """
-    keys = [normalize_path(p) for p in paths]
-    tables, metas = _read_shards(str(out_dir), ["path", "embedding", "error"])
-    meta = _one_run(metas, str(out_dir))
-    if meta is None:
-        raise DistributedError(f"{out_dir}: no embeddings found (no readable .parquet shards)")
-    if encoder is not None:
-        ours = (_model_name(encoder.model_id), str(encoder.revision))
-        theirs = (_model_name(meta.get("model")), str(meta.get("revision")))
-        if ours != theirs:
-            raise DistributedError(
-                f"{out_dir} was embedded with model {theirs[0]} (revision {theirs[1]}), not "
-                f"{ours[0]} (revision {ours[1]}): load_clap the run's model"
-            )
-    dim = int(meta["dim"])
-    out = np.full((len(keys), dim), np.nan, dtype=np.float32)
-    reasons: list[str | None] = ["not in the output"] * len(keys)
-    where: dict[str, list[int]] = {}
-    for i, k in enumerate(keys):
-        where.setdefault(k, []).append(i)
-    for table in tables:
-        col_path = table.column("path").to_pylist()
-        col_err = table.column("error").to_pylist()
-        emb = table.column("embedding").combine_chunks()
-        for j, (p, err) in enumerate(zip(col_path, col_err, strict=True)):
-            rows = where.get(p)
-            if rows is None:
-                continue
-            if err is None:
-                vec = np.asarray(emb[j].values.to_numpy(zero_copy_only=False), np.float32)
-                out[rows] = vec
-                for r in rows:
-                    reasons[r] = None
-            elif reasons[rows[0]] is not None:  # never overwrite an embedded row
-                for r in rows:
-                    reasons[r] = err
-    return (out, reasons) if return_errors else out
-
-
-def _written_paths(out_dir: str, meta: dict, retry_failed: bool) -> set[str]:
-    tables, metas = _read_shards(out_dir, ["path", "error"])
-    old = _one_run(metas, out_dir)
-    if old is not None:
-        diff = [k for k in _SAME_RUN_KEYS if old.get(k) != meta.get(k)]
-        if diff:
-            show = {k: (old.get(k), meta.get(k)) for k in diff}
-            raise DistributedError(
-                f"{out_dir} holds embeddings made with other settings (old, new): {show}; "
-                "choose a new --out folder or the same settings"
-            )
-    done: set[str] = set()
-    for t in tables:
-        if retry_failed:
-            t = t.filter(t.column("error").is_null())
-        done.update(t.column("path").to_pylist())
-    return done
-
-
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
@@ -518,15 +289,15 @@ def embed_distributed(
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
     if dataset is not None:
-        from .datasets import load
+        from ..data.loaders import load
 
         clips, _ = load(dataset, data_root)
         paths = clips["path"]
     elif files is not None:
         paths = expand_files(files)
     wanted = list(dict.fromkeys(normalize_path(p) for p in paths))
-    out_dir = str(out_dir) if _is_uri(str(out_dir)) else normalize_path(out_dir)
-    model = _model_name(model)
+    out_dir = str(out_dir) if is_uri(str(out_dir)) else normalize_path(out_dir)
+    model = model_name(model)
 
     started_ray = False
     if not ray.is_initialized():
@@ -560,7 +331,7 @@ def embed_distributed(
             describe = ray.remote(**remote_args)(_describe)
             meta = ray.get(describe.remote(model, precision, revision, window, int16_roundtrip))
             meta["request"] = request
-        done = _written_paths(out_dir, meta, retry_failed)
+        done = written_paths(out_dir, meta, retry_failed)
         todo = [p for p in wanted if p not in done]
         t0 = time.perf_counter()
         if todo:
@@ -623,7 +394,7 @@ def _run(
     block = max(1, min(4 * batch_size, -(-len(todo) // max(1, 4 * num_workers))))
     table = pa.table({"path": pa.array(todo, pa.string())})
     blocks = [table.slice(i, block) for i in range(0, len(todo), block)]
-    fs, root = _filesystem(out_dir)
+    fs, root = filesystem(out_dir)
     fs.create_dir(root, recursive=True)
     threads = max(1, int(remote_args["num_cpus"])) if not remote_args["num_gpus"] else None
     ds = (
@@ -666,7 +437,7 @@ def _run(
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m clap_helpers.distributed",
+        prog="python -m clap_helpers.embedding.distributed",
         description="Embed audio on a Ray cluster into Parquet shards (resumable).",
     )
     src = p.add_mutually_exclusive_group(required=True)

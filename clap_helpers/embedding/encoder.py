@@ -30,7 +30,6 @@ import hashlib
 import numbers
 import os
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,12 +38,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS, AudioError, load_audio
+from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
+from .decoding import DecodeDataset, collate, worker_init
+from .devices import resolve_device, resolve_precision
 from .frontend import LogMelFrontend, split_windows
 
+__all__ = [
+    "ClapEncoder",
+    "DEFAULT_MODEL",
+    "EmbeddingWarning",
+    "load_clap",
+    "TEXT_PRECISION",
+    "WINDOW_MODES",
+]
+
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
-PRECISIONS = ("fp32", "bf16", "fp16")
 WINDOW_MODES = ("average", "first", "fusion")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
@@ -56,69 +65,6 @@ _OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryErr
 
 class EmbeddingWarning(UserWarning):
     """An input file could not be embedded (its row is NaN) or was suspicious (silent, NaN)."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, then Apple MPS, then CPU; anything else as given.
-
-    Raises ValueError for a device string torch does not know, and for ``"cuda"`` / ``"mps"``
-    when this PyTorch build or machine has none.
-    """
-    if str(device) != "auto":
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'mps' "
-                f"({exc})"
-            ) from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"device={str(device)!r} but PyTorch {torch.__version__} sees no CUDA GPU on this "
-                "machine (a CPU-only torch build, or no driver); use device='auto' or 'cpu'"
-            )
-        mps = getattr(torch.backends, "mps", None)
-        if dev.type == "mps" and not (mps is not None and mps.is_available()):
-            raise ValueError(
-                f"device={str(device)!r} but Apple MPS is not available on this machine; "
-                "use device='auto' or 'cpu'"
-            )
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True if this CPU has native bf16 matrix instructions (AMX or AVX512-BF16).
-
-    Without them bf16 autocast is emulated and slower than fp32 (measured 4x slower on an
-    AVX2-only AMD EPYC), so ``precision="auto"`` only picks bf16 on CPUs that have them.
-    """
-    if sys.platform != "linux":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"``: bf16 (or fp16 without bf16) on CUDA, bf16 on CPUs with fast bf16, else fp32."""
-    if precision != "auto":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return "bf16"
-    return "fp32"
 
 
 def load_clap(
@@ -298,58 +244,9 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
-class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes).
-
-    A file that raises :class:`AudioError` or ``MemoryError`` gives ``None`` and the reason.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str],
-        rows: Sequence[int],
-        int16_roundtrip: bool,
-        max_seconds: float | None = DEFAULT_MAX_SECONDS,
-    ):
-        self.paths = list(paths)
-        self.rows = list(rows)
-        self.int16_roundtrip = int16_roundtrip
-        self.max_seconds = max_seconds
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int):
-        row = self.rows[i]
-        path = self.paths[row]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                x = load_audio(path, CLAP_SAMPLE_RATE, max_seconds=self.max_seconds)
-                if self.int16_roundtrip:
-                    x = np.clip(x, -1.0, 1.0) * 32767.0
-                    x = x.astype(np.int16).astype(np.float32) / 32767.0
-            except AudioError as exc:
-                return row, None, [exc.reason]
-            except MemoryError:
-                return row, None, [f"out of memory while decoding (max_seconds={self.max_seconds})"]
-        # load_audio's warnings start with the path: keep only the reason, re-emitted in the parent.
-        # A tensor (not an array) travels to the parent through shared memory instead of a pipe.
-        notes = [str(w.message).removeprefix(f"{path}: ") for w in caught]
-        return row, torch.from_numpy(x), notes
-
-
 def _release_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _collate(items):
-    return items
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # decoding is numpy/soxr; leave the cores to the model
 
 
 class ClapEncoder:
@@ -579,11 +476,11 @@ class ClapEncoder:
             return out
         workers = self.num_workers if num_workers is None else num_workers
         loader = torch.utils.data.DataLoader(
-            _DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds),
+            DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds),
             batch_size=batch_size,
             num_workers=workers,
-            collate_fn=_collate,
-            worker_init_fn=_worker_init if workers else None,
+            collate_fn=collate,
+            worker_init_fn=worker_init if workers else None,
             prefetch_factor=4 if workers else None,
         )
         bar = tqdm(

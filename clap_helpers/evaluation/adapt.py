@@ -31,13 +31,14 @@ Used by: notebook 08_adaptation.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from . import scoring
 
 MODES = ("zs", "tgap", "sv", "linear")
 LABEL_FREE = "label_free"  # also a crossval mode; it takes the extra `transductive` argument
@@ -46,17 +47,15 @@ DEFAULT_TOP_N = 35
 DEFAULT_TAU = 0.5
 
 __all__ = [
+    "fold_table",
+    "summarize_modes",
     "LABEL_FREE",
     "MODES",
     "audio_domain_adapt",
     "background_offsets",
-    "compare_table",
     "crossval",
     "label_free_predict",
-    "predict",
     "prototypes",
-    "published_table",
-    "scores",
     "text_background_prompts",
     "text_domain_adapt",
 ]
@@ -141,27 +140,6 @@ def prototypes(
         )
         P[missing] = T[missing]
     return P
-
-
-def scores(audio_emb: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
-    """Scores ``s = A P^T``: (N, D) audio x (C, D) prototypes -> (N, C) float32 (NaN rows stay NaN).
-
-    Used by: notebook 08_adaptation.
-    """
-    A = _as_2d(audio_emb, "audio_emb")
-    P = _as_2d(prototypes, "prototypes")
-    if A.shape[1] != P.shape[1]:
-        raise ValueError(f"audio_emb has D={A.shape[1]} but prototypes have D={P.shape[1]}")
-    return (A @ P.T).astype(np.float32)
-
-
-def predict(scores: np.ndarray) -> np.ndarray:
-    """Argmax over classes: (N, C) scores -> (N,) int64; rows with a NaN score get -1."""
-    s = np.asarray(scores)
-    bad = ~np.isfinite(s).all(axis=1)
-    pred = np.argmax(np.where(bad[:, None], 0.0, s), axis=1).astype(np.int64)
-    pred[bad] = -1
-    return pred
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,11 +340,11 @@ def crossval(
             )
         else:
             P = prototypes(mode, A[train], y[train], T, top_n=top_n)
-            s = scores(A[test], P)
+            s = scoring.scores(A[test], P, cosine=False)  # adapted prototypes keep their norms
             if adapt_kind is not None:
                 s = _adapt(s, P, background, tau)
         all_scores[test] = s
-        predictions[test] = np.argmax(s, axis=1)
+        predictions[test] = scoring.predict_scores(s)
         per_fold[fold] = float(np.mean(predictions[test] == y[test]))
 
     acc = np.array(list(per_fold.values()), dtype=float)
@@ -507,119 +485,29 @@ def _check_labels(y: np.ndarray, n_classes: int) -> None:
         raise ValueError(f"labels must be ints in [0, {n_classes})")
 
 
-# --------------------------------------------------------------------------------------------
-# Published numbers
-# --------------------------------------------------------------------------------------------
+def summarize_modes(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{mode: {"mean", "std", "per_fold"}}`` from ``{mode: adapt.crossval(...) result}``.
 
-_NAN = float("nan")
-# (model, ESC-50 zero-shot, US8K zero-shot, ESC-50 linear probe, US8K linear probe, note); top-1 %.
-_PUBLISHED = (
-    ("LAION-CLAP (paper, 630k + AudioSet)", 91.0, 77.0, 97.3, 86.9, ""),
-    (
-        "laion/clap-htsat-unfused (third-party re-run through transformers)",
-        91.55,
-        75.16,
-        _NAN,
-        _NAN,
-        "",
-    ),
-    ("MS-CLAP 2023", 93.9, 82.3, 97.7, 88.4, ""),
-    ("MS-CLAP 2022", 82.6, 75.3, 93.8, 84.2, ""),
-    ("M2D-CLAP (2024)", 75.45, 72.40, 96.3, 88.8, ""),
-    ("AudioCLIP", 69.40, 68.78, _NAN, _NAN, "fine-tuned (not a linear probe): 97.15 / 90.07"),
-    ("Wav2CLIP", 41.4, 40.4, _NAN, _NAN, ""),
-)
-# Training-free results beyond plain zero-shot: (model, method, ESC-50 %, US8K %, uses).
-_PUBLISHED_TRAINING_FREE = (
-    (
-        "MS-CLAP 2023 + LLM class descriptions (Olvera et al., DCASE 2024)",
-        "training-free",
-        96.35,
-        _NAN,
-        "labels (other folds pick description vs label per class)",
-    ),
-    (
-        "Proto-LC (Kushwaha & Fuentes, Interspeech 2023)",
-        "training-free",
-        96.0,
-        _NAN,
-        "unlabelled audio (transductive)",
-    ),
-)
-_DATASET_KEYS = {"esc50": "esc50", "us8k": "us8k", "urbansound8k": "us8k"}
-_METHOD_NAMES = {"zs": "zero-shot", "linear": "linear probe"}
-# What each of our methods reads besides the text prompts (by label prefix).
-_USES = (
-    ("zs", "nothing"),
-    ("zero-shot", "nothing"),
-    ("tgap", "unlabelled audio"),
-    ("label_free (transductive)", "unlabelled audio (transductive)"),
-    ("label_free", "unlabelled audio"),
-    ("sv", "labels"),
-    ("linear", "labels"),
-)
-
-
-def published_table() -> pd.DataFrame:
-    """Published top-1 accuracies (%) on ESC-50 and UrbanSound8K; NaN where none is published.
-
-    Columns: ``model``, ``esc50_zs``, ``us8k_zs``, ``esc50_linear``, ``us8k_linear``, ``note``.
-
-    Used by: notebook 08_adaptation.
+    The compact form written to the results JSON of notebook 08_adaptation (notebook 09 reads
+    ``modes["zs"]["mean"]`` and ``modes["linear"]["mean"]``); accuracies are fractions.
     """
-    columns = ["model", "esc50_zs", "us8k_zs", "esc50_linear", "us8k_linear", "note"]
-    return pd.DataFrame(list(_PUBLISHED), columns=columns)
+    return {
+        mode: {
+            "mean": float(res["mean"]),
+            "std": float(res["std"]),
+            "per_fold": {k: float(v) for k, v in res["per_fold"].items()},
+        }
+        for mode, res in results.items()
+    }
 
 
-def compare_table(
-    ours: Mapping[str, Mapping[str, Any] | float], dataset: str, model: str = "ours"
-) -> pd.DataFrame:
-    """Our per-mode mean ± std next to the published numbers for ``dataset``.
+def fold_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Accuracy (fraction) per fold (rows, then ``mean`` and ``std``) and mode (columns).
 
-    Args:
-        ours: {method label: :func:`crossval` result} (anything with ``"mean"`` and optionally
-            ``"std"``, as fractions in [0, 1]; a bare float is a mean). The label is shown as-is,
-            except ``"zs"``/``"linear"`` which become ``"zero-shot"``/``"linear probe"``.
-        dataset: ``"esc50"`` or ``"urbansound8k"`` (``"ESC-50"``, ``"us8k"`` also accepted).
-        model: name shown in the ``model`` column of our rows.
-
-    Returns:
-        DataFrame with columns ``source`` ("published"/"ours"), ``model``, ``method``,
-        ``accuracy`` (%), ``std`` (%, NaN for published), ``text`` ("91.2 ± 1.3"), ``uses``
-        (what the method reads besides the prompts: ``"nothing"``, ``"unlabelled audio"``,
-        ``"unlabelled audio (transductive)"`` when the evaluation clips are in the pool, or
-        ``"labels"``; empty for an unknown label of ours); published rows first (zero-shot,
-        linear probe, then training-free methods beyond zero-shot; missing numbers dropped),
-        then ours in given order.
-
-    Used by: notebook 08_adaptation.
+    ``results``: ``{mode: adapt.crossval(...) result}``. Used by: notebook 08_adaptation.
     """
-    key = _DATASET_KEYS.get(re.sub(r"[^a-z0-9]", "", str(dataset).lower()))
-    if key is None:
-        raise ValueError(f"dataset must be ESC-50 or UrbanSound8K, got {dataset!r}")
-    pub = published_table()
-    rows = []
-    for col, method in ((f"{key}_zs", "zero-shot"), (f"{key}_linear", "linear probe")):
-        uses = "nothing" if method == "zero-shot" else "labels"
-        for name, value in zip(pub["model"], pub[col], strict=True):
-            if np.isfinite(value):
-                rows.append(("published", name, method, float(value), _NAN, uses))
-    for name, method, esc50, us8k, uses in _PUBLISHED_TRAINING_FREE:
-        value = esc50 if key == "esc50" else us8k
-        if np.isfinite(value):
-            rows.append(("published", name, method, float(value), _NAN, uses))
-    for label, res in ours.items():
-        if isinstance(res, Mapping):
-            mean, std = float(res["mean"]), float(res.get("std", _NAN))
-        else:
-            mean, std = float(res), _NAN
-        method = _METHOD_NAMES.get(label, label)
-        uses = next((u for prefix, u in _USES if str(label).startswith(prefix)), "")
-        rows.append(("ours", model, method, 100.0 * mean, 100.0 * std, uses))
-    columns = ["source", "model", "method", "accuracy", "std", "uses"]
-    out = pd.DataFrame(rows, columns=columns)
-    out["text"] = [
-        f"{a:.1f}" if not np.isfinite(s) else f"{a:.1f} ± {s:.1f}"
-        for a, s in zip(out["accuracy"], out["std"], strict=True)
-    ]
-    return out
+    table = pd.DataFrame({mode: pd.Series(res["per_fold"]) for mode, res in results.items()})
+    table.index.name = "fold"
+    table.loc["mean"] = [float(res["mean"]) for res in results.values()]
+    table.loc["std"] = [float(res["std"]) for res in results.values()]
+    return table

@@ -12,9 +12,9 @@ in one embedding space, and sanity checks on text embeddings.
 - :func:`text_spread` warns when a model's prompt embeddings are nearly collinear (maximum
   pairwise cosine above 0.99): its zero-shot scores then hardly depend on the class.
 - :func:`embed_runs` / :func:`evaluate_runs` / :func:`runs_table` / :func:`spread_table` /
-  :func:`per_split` / :func:`agreement_table` / :func:`confusion_grid`: one model per run, the same
+  :func:`per_split` / :func:`agreement_table` / :func:`clap_helpers.plots.confusion_grid`: one model per run, the same
   clips and prompts, tables and side-by-side confusion matrices.
-- :func:`window_breakdown`, :func:`window_figure`: what each 10 s window of a long track says,
+- :func:`window_breakdown`, :func:`clap_helpers.plots.window_accuracy`: what each 10 s window of a long track says,
   against the average.
 - :func:`collect_embeddings`, :func:`embedding_summary`, :func:`modality_gap`: the embeddings of
   every downloaded dataset for the t-SNE/PCA maps; missing datasets are skipped with a note.
@@ -42,7 +42,6 @@ __all__ = [
     "agreement",
     "agreement_table",
     "collect_embeddings",
-    "confusion_grid",
     "embed_runs",
     "embedding_summary",
     "evaluate_runs",
@@ -52,7 +51,6 @@ __all__ = [
     "spread_table",
     "text_spread",
     "window_breakdown",
-    "window_figure",
 ]
 
 COLLINEAR_COSINE = 0.99
@@ -184,7 +182,7 @@ def embed_runs(
 
     Returns {run name: :class:`ModelRun`} in the order of ``specs``.
     """
-    from .embed import load_clap
+    from ..embedding.encoder import load_clap
     from .prompts import ensemble_embeddings
 
     paths = [str(p) for p in paths]
@@ -348,33 +346,6 @@ def agreement_table(
     return pd.DataFrame(rows, index=index)
 
 
-def confusion_grid(
-    results: Mapping[str, Mapping[str, Any]],
-    classes: Sequence[str],
-    title: str | None = None,
-):
-    """Normalised confusion matrices side by side, one panel per result (05_fma).
-
-    results: {panel title: :func:`clap_helpers.zeroshot.evaluate` result}; drawn with
-    :func:`clap_helpers.plots.confusion_matrix`. Returns the Figure."""
-    import matplotlib.pyplot as plt
-
-    from . import plots
-
-    n = len(results)
-    if n == 0:
-        raise ValueError("no results to draw")
-    side = float(np.clip(0.2 * len(classes) + 2.5, 4.0, 16.0))
-    fig, axes = plt.subplots(1, n, figsize=(n * (side + 1.4), side + 0.6), layout="constrained")
-    for ax, (name, res) in zip(np.atleast_1d(axes), results.items(), strict=True):
-        top1 = res.get("top1")
-        panel = f"{name}\ntop-1 {top1:.1%}" if top1 is not None and np.isfinite(top1) else name
-        plots.confusion_matrix(res["confusion"], classes, ax=ax, title=panel)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
 # -------------------------------------------------------------------------------- long audio
 def window_breakdown(
     enc: Any,
@@ -393,8 +364,8 @@ def window_breakdown(
     window embedding to the average), then the cosine to each class prompt."""
     import torch
 
-    from .audio import CLAP_SAMPLE_RATE, load_audio
-    from .frontend import split_windows
+    from ..data.audio import CLAP_SAMPLE_RATE, load_audio
+    from ..embedding.frontend import split_windows
 
     x = load_audio(path, CLAP_SAMPLE_RATE)
     size = int(enc.frontend.max_length)
@@ -422,33 +393,6 @@ def window_breakdown(
     for j, c in enumerate(classes):
         table[str(c)] = sims[:, j]
     return table
-
-
-def window_figure(path: str | os.PathLike, breakdown: pd.DataFrame, title: str | None = None):
-    """Waveform and log-mel of one clip with the window boundaries of ``breakdown`` (the table of
-    :func:`window_breakdown`) drawn as dashed lines and each window's predicted class written on
-    top (05_fma). Returns the Figure of :func:`clap_helpers.plots.waveform_and_logmel`."""
-    from . import plots
-    from .audio import CLAP_SAMPLE_RATE, load_audio
-
-    x = load_audio(path, CLAP_SAMPLE_RATE)
-    fig = plots.waveform_and_logmel(x, CLAP_SAMPLE_RATE, title=title)
-    wave_ax, mel_ax = fig.axes[0], fig.axes[1]
-    windows = breakdown.drop(index="average", errors="ignore")
-    for start, end, predicted in windows[["start_s", "end_s", "predicted"]].itertuples(index=False):
-        for ax in (wave_ax, mel_ax):
-            ax.axvline(start, color="black" if ax is wave_ax else "white", ls="--", lw=1)
-        wave_ax.text(
-            (start + end) / 2,
-            0.95,
-            str(predicted),
-            transform=wave_ax.get_xaxis_transform(),
-            ha="center",
-            va="top",
-            fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.7, "lw": 0},
-        )
-    return fig
 
 
 # ----------------------------------------------------------------------- several datasets (07)
@@ -497,8 +441,8 @@ def collect_embeddings(
     A dataset that is not on disk is skipped with a note through ``log`` naming its
     ``bash dataset.sh NAME`` command. Raises ``DatasetNotFoundError`` (naming every command)
     when none is present; an unknown name raises ``ValueError``."""
-    from .datasets import DatasetNotFoundError, download_command, load_available
-    from .paths import resolve
+    from ..data.loaders import DatasetNotFoundError, download_command, load_available
+    from ..paths import resolve
     from .prompts import clean_label, descriptive_prompts
 
     loaded, missing = load_available(names, data_root, n_samples=n_samples, seed=seed)

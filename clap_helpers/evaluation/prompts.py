@@ -17,13 +17,14 @@ Dataset names accepted wherever a ``dataset`` argument appears (case and punctua
 
 from __future__ import annotations
 
-import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 __all__ = [
+    "prompt_examples",
     "DATASET_TEMPLATE",
     "DESCRIPTIONS",
     "TEMPLATES",
@@ -53,18 +54,6 @@ DATASET_TEMPLATE: dict[str, str] = {
     "audioset": "default",
 }
 
-_ALIASES = {
-    "esc50": "esc50",
-    "esc": "esc50",
-    "us8k": "us8k",
-    "urbansound8k": "us8k",
-    "urbansound": "us8k",
-    "urban8k": "us8k",
-    "fma": "fma",
-    "fmasmall": "fma",
-    "audioset": "audioset",
-    "audiosetsubset": "audioset",
-}
 
 # Hand-written descriptions: what each class sounds like, one short sentence per variant. The first
 # sentence is the "descriptive" prompt; all of them join the template in the "ensemble" strategy.
@@ -444,10 +433,12 @@ DESCRIPTIONS: dict[str, dict[str, list[str]]] = {
 def canonical_dataset(dataset: str) -> str:
     """Map a dataset name or alias ("ESC-50", "urbansound8k", "fma_small", ...) to a key of
     :data:`DESCRIPTIONS` ("esc50", "us8k", "fma", "audioset"). Raises ``KeyError`` if unknown."""
-    key = re.sub(r"[^a-z0-9]", "", str(dataset).lower())
-    if key not in _ALIASES:
-        raise KeyError(f"unknown dataset {dataset!r}; known: {sorted(DESCRIPTIONS)}")
-    return _ALIASES[key]
+    from ..data.registry import record
+
+    try:
+        return record(dataset).prompt_key
+    except ValueError:
+        raise KeyError(f"unknown dataset {dataset!r}; known: {sorted(DESCRIPTIONS)}") from None
 
 
 def clean_label(label: object, lower: bool = True) -> str:
@@ -589,3 +580,16 @@ def embed_prompt_sets(
     """Embed every strategy of :func:`prompt_sets`: {strategy: (C, D) float32}, one
     ``embed_fn`` call per strategy."""
     return {name: ensemble_embeddings(embed_fn, groups) for name, groups in sets.items()}
+
+
+def prompt_examples(
+    sets: Mapping[str, Sequence[Sequence[str]]], classes: Sequence[str], n: int | None = 5
+) -> pd.DataFrame:
+    """The prompts of each strategy side by side for the first ``n`` classes (all if None), for
+    03_augmented_labels: index "class", one column per strategy, several prompts of a class
+    joined by " | "."""
+    chosen = list(classes)[: n if n is not None else len(classes)]
+    data = {
+        name: [" | ".join(groups[i]) for i in range(len(chosen))] for name, groups in sets.items()
+    }
+    return pd.DataFrame(data, index=pd.Index(chosen, name="class"))

@@ -39,167 +39,39 @@ Used by: notebook 08_adaptation.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from . import adapt, label_free
+from ..data.registry import RECORDS
+from ..data.soundscapes import condition_label
+from . import adapt, label_free, scoring
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    pass
 
 __all__ = [
     "DEFAULT_BACKGROUND_CLASSES",
-    "accuracy_vs_snr",
     "background_embeddings",
     "background_table",
-    "build_soundscapes",
-    "compare_bars",
-    "condition_label",
     "evaluate_conditions",
-    "fold_table",
-    "foreground_subset",
     "method_label",
     "snr_table",
-    "summarize_modes",
-    "tau_sweep",
     "tau_table",
 ]
 
 DEFAULT_BACKGROUND_CLASSES: dict[str, tuple[str, ...]] = {
-    # Stationary ambient sounds that can last a whole scene and are not events themselves.
-    "esc50": ("rain", "sea_waves", "wind", "crickets"),
-    "urbansound8k": ("air_conditioner", "engine_idling"),
+    name: rec.background_classes for name, rec in RECORDS.items() if rec.background_classes
 }
-"""Dataset classes used as backgrounds when no background folder is given (notebook 08)."""
+"""Stationary ambient classes used as backgrounds when no background folder is given (notebook
+08), from the registry (e.g. ESC-50 rain, sea waves, wind, crickets)."""
 
-SOUNDSCAPE_VERSION = 1  # part of the soundscape folder key: bump when the mixing changes
-_MANIFEST = "soundscapes.csv"
 _GROUP_COLUMNS = ("src_file", "fsID")  # columns naming a clip's source recording
-_MODE_COLOURS = {
-    "zs": "tab:blue",
-    "tgap": "tab:orange",
-    "sv": "tab:green",
-    "linear": "tab:red",
-    "label_free": "tab:purple",
-}
-_METHOD_COLOURS = {
-    "zero-shot": "tab:blue",
-    "tgap": "tab:orange",
-    "sv": "tab:green",
-    "linear probe": "tab:red",
-    "label_free (inductive)": "tab:purple",
-    "label_free (transductive)": "tab:purple",
-    "training-free": "tab:purple",
-}
-_ADAPT_STYLES = {"none": "-", "text": "--", "audio": ":"}
-_ADAPT_MARKERS = {"none": "o", "text": "s", "audio": "^"}
-
-
-# --------------------------------------------------------------------------------------------
-# Part 1: the four modes next to the published numbers
-# --------------------------------------------------------------------------------------------
-
-
-def summarize_modes(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{mode: {"mean", "std", "per_fold"}}`` from ``{mode: adapt.crossval(...) result}``.
-
-    The compact form written to the results JSON of notebook 08_adaptation (notebook 09 reads
-    ``modes["zs"]["mean"]`` and ``modes["linear"]["mean"]``); accuracies are fractions.
-    """
-    return {
-        mode: {
-            "mean": float(res["mean"]),
-            "std": float(res["std"]),
-            "per_fold": {k: float(v) for k, v in res["per_fold"].items()},
-        }
-        for mode, res in results.items()
-    }
-
-
-def fold_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Accuracy (fraction) per fold (rows, then ``mean`` and ``std``) and mode (columns).
-
-    ``results``: ``{mode: adapt.crossval(...) result}``. Used by: notebook 08_adaptation.
-    """
-    table = pd.DataFrame({mode: pd.Series(res["per_fold"]) for mode, res in results.items()})
-    table.index.name = "fold"
-    table.loc["mean"] = [float(res["mean"]) for res in results.values()]
-    table.loc["std"] = [float(res["std"]) for res in results.values()]
-    return table
-
-
-def compare_bars(
-    table: pd.DataFrame, ax: Axes | None = None, title: str | None = None, max_chars: int = 44
-) -> Figure:
-    """Horizontal bars: our modes (mean ± std over folds) above the published accuracies.
-
-    Args:
-        table: :func:`clap_helpers.adapt.compare_table` output (``source``, ``model``,
-            ``method``, ``accuracy`` and ``std`` in %).
-        ax: draw into this Axes, else a new figure.
-        title: axes title.
-        max_chars: published model names are shortened to this many characters.
-
-    Our bars are solid with error bars (std over folds); published bars are pale and hatched,
-    coloured by method (zero-shot blue, linear probe red), so each of our bars can be read
-    against the published numbers of the same method. Returns the Figure.
-
-    Used by: notebook 08_adaptation.
-    """
-    ours = table[table["source"] == "ours"]
-    published = table[table["source"] == "published"].sort_values(
-        ["method", "accuracy"], ascending=[False, False], kind="stable"
-    )
-    n = len(ours) + len(published)
-    fig, ax = _fig_ax(ax, (8.0, max(3.0, 0.32 * n + 1.2)))
-    gap = 0.8 if len(ours) and len(published) else 0.0
-    y_ours = np.arange(len(ours), dtype=float)
-    y_pub = len(ours) + gap + np.arange(len(published), dtype=float)
-
-    def colour(method: str) -> str:
-        return _METHOD_COLOURS.get(method, "tab:gray")
-
-    if len(ours):
-        acc = ours["accuracy"].to_numpy(dtype=float)
-        err = np.nan_to_num(ours["std"].to_numpy(dtype=float), nan=0.0)
-        bars = ax.barh(y_ours, acc, xerr=err, color=[colour(m) for m in ours["method"]], capsize=3)
-        ax.bar_label(bars, labels=list(ours["text"]), fontsize=7, padding=4)
-    if len(published):
-        acc = published["accuracy"].to_numpy(dtype=float)
-        bars = ax.barh(
-            y_pub,
-            acc,
-            color=[colour(m) for m in published["method"]],
-            alpha=0.35,
-            hatch="//",
-            edgecolor="white",
-        )
-        ax.bar_label(bars, labels=list(published["text"]), fontsize=7, padding=2)
-    labels = [f"ours ({m}) · {meth}" for m, meth in zip(ours["model"], ours["method"], strict=True)]
-    labels = [_shorten(s, max_chars + 12) for s in labels]
-    labels += [
-        f"{_shorten(m, max_chars)} · {meth}"
-        for m, meth in zip(published["model"], published["method"], strict=True)
-    ]
-    ax.set_yticks(np.concatenate([y_ours, y_pub]), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 112)
-    ax.set_xlabel("top-1 accuracy (%)")
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_axisbelow(True)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 # --------------------------------------------------------------------------------------------
 # Part 2: backgrounds, foregrounds and soundscapes
 # --------------------------------------------------------------------------------------------
@@ -244,7 +116,7 @@ def background_table(
 
     Used by: notebook 08_adaptation.
     """
-    from .audio import list_audio_files
+    from ..data.audio import list_audio_files
 
     if background_dir is not None:
         folder = Path(background_dir).expanduser()
@@ -299,194 +171,6 @@ def background_table(
         chosen = {groups[i] for i in rng.permutation(len(groups))[:n_adapt]}
         table.loc[part.index[part["group"].isin(chosen)], "role"] = "adapt"
     return table
-
-
-def foreground_subset(
-    clips: pd.DataFrame,
-    n: int | None = None,
-    exclude_classes: Sequence[str] = (),
-    seed: int = 0,
-) -> pd.DataFrame:
-    """A deterministic subset of ``n`` clips (all if None), spread evenly over class and fold.
-
-    Clips of ``exclude_classes`` (the background classes) are left out first. The clips of each
-    (class, fold) cell are shuffled; round r takes the r-th clip of every cell. Within a round,
-    pick t (0, 1, ...) goes to class ``t mod C`` and fold ``(t + t // lcm(C, F)) mod F`` (classes
-    and folds in seeded orders), which visits every cell once while classes and folds take
-    turns. So any prefix of this order has class counts, and fold counts, within one of each
-    other (up to cells that run out of clips): e.g. 4 clips of 4 classes come from 4 different
-    folds. The same ``seed`` gives the same clips, a smaller ``n`` a subset of a larger one.
-    Rows keep the index and order of ``clips`` (to pick their embeddings).
-
-    Used by: notebook 08_adaptation.
-    """
-    pool = clips[~clips["label"].isin(list(exclude_classes))]
-    if pool.empty:
-        raise ValueError("no foreground clip left after excluding the background classes")
-    if n is None or n >= len(pool):
-        return pool.copy()
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    rng = np.random.default_rng(seed)
-    classes = sorted(pd.unique(pool["label"]).tolist())
-    fold_values = sorted(pd.unique(pool["fold"]).tolist())
-    class_order = [classes[i] for i in rng.permutation(len(classes))]
-    fold_order = [fold_values[i] for i in rng.permutation(len(fold_values))]
-    n_c, n_f = len(class_order), len(fold_order)
-    period = np.lcm(n_c, n_f)
-    turn = {
-        (class_order[t % n_c], fold_order[(t + t // period) % n_f]): t for t in range(n_c * n_f)
-    }
-    order = rng.permutation(len(pool))
-    shuffled = pool.iloc[order]
-    rank = shuffled.groupby(["label", "fold"], sort=False).cumcount().to_numpy()
-    t = np.array([turn[cell] for cell in zip(shuffled["label"], shuffled["fold"], strict=True)])
-    picked = order[np.lexsort((t, rank))[: int(n)]]  # by round, then turn within the round
-    return pool.iloc[np.sort(picked)].copy()
-
-
-def build_soundscapes(
-    foregrounds: pd.DataFrame,
-    backgrounds: pd.DataFrame,
-    snrs: Sequence[float],
-    out_dir: str | os.PathLike,
-    seed: int = 0,
-    duration_s: float = 10.0,
-    include_clean: bool = True,
-) -> pd.DataFrame:
-    """Mix every foreground into a ``"mix"`` background at each SNR; reuse earlier WAVs.
-
-    Args:
-        foregrounds: rows of the dataset table (:func:`foreground_subset`): ``path``, ``label``,
-            ``target``, ``fold``.
-        backgrounds: :func:`background_table`; only rows with role ``"mix"`` are used.
-        snrs: SNRs in dB (constant per set).
-        out_dir: root folder; the WAVs go to ``out_dir/<key>/snr_<snr>dB/`` where ``key`` hashes
-            the inputs (paths, seed, duration, mixing version). A set whose manifest exists is
-            read back instead of re-mixed, so files (and their cache keys) stay the same.
-        seed: mixing seed, the same for every SNR (paired design, see module docstring).
-        duration_s: soundscape length in seconds (48 kHz, 16-bit WAV: about 1 MB per 10 s).
-        include_clean: add one row per foreground with its original clip (``snr_db = inf``).
-
-    Returns:
-        DataFrame with one row per test item: ``path``, ``foreground``, ``label``, ``target``,
-        ``fold``, ``background`` (name), ``background_path``, ``snr_db`` (inf for clean) and
-        ``condition`` (:func:`condition_label`). Foregrounds the mixer skipped (undecodable or
-        silent) are missing from every condition. ``attrs["failures"]`` lists ``(snr, path,
-        reason)`` for each file skipped while mixing (foreground or background),
-        ``attrs["n_failed"]`` counts them and ``attrs["folder"]`` is the key folder.
-
-    Used by: notebook 08_adaptation.
-    """
-    from .soundscape import make_soundscapes
-
-    mix_bg = backgrounds[backgrounds["role"] == "mix"]
-    if mix_bg.empty:
-        raise ValueError("no background with role 'mix'")
-    snrs = list(dict.fromkeys(float(v) for v in np.atleast_1d(snrs)))
-    if not snrs or not all(np.isfinite(snrs)):
-        raise ValueError(f"snrs must be finite numbers in dB, got {snrs}")
-    fg_paths = [str(p) for p in foregrounds["path"]]
-    bg_paths = [str(p) for p in mix_bg["path"]]
-    key = _hash(
-        {
-            "version": SOUNDSCAPE_VERSION,
-            "fg": fg_paths,
-            "bg": bg_paths,
-            "seed": int(seed),
-            "duration_s": float(duration_s),
-        }
-    )
-    folder = Path(out_dir).expanduser() / key
-    bg_name = dict(zip(bg_paths, mix_bg["background"].astype(str), strict=True))
-    fg_info = foregrounds.assign(foreground=fg_paths).set_index("foreground")[
-        ["label", "target", "fold"]
-    ]
-
-    parts, failures = [], []
-    for snr in snrs:
-        sub = folder / f"snr_{snr:g}dB"
-        manifest = sub / _MANIFEST
-        df = _read_manifest(manifest)
-        if df is None:
-            fails: list[tuple[str, str]] = []
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                df = make_soundscapes(
-                    fg_paths,
-                    bg_paths,
-                    snr,
-                    out_dir=sub,
-                    seed=seed,
-                    duration_s=duration_s,
-                    failures=fails,
-                )
-            for w in caught:  # re-emit anything other than the per-file skips we summarise
-                if not str(w.message).startswith("soundscape: skipping"):
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            df = df.assign(failure="")
-            if fails:
-                extra = pd.DataFrame(
-                    {
-                        "path": "",
-                        "foreground": [f[0] for f in fails],
-                        "background": "",
-                        "snr_db": snr,
-                        "failure": [f[1] for f in fails],
-                    }
-                )
-                df = pd.concat([df, extra], ignore_index=True)
-            tmp = manifest.with_suffix(".tmp")
-            df.to_csv(tmp, index=False)
-            os.replace(tmp, manifest)
-        failed = df["failure"].fillna("").astype(str) != ""
-        failures += [
-            (snr, f, r)
-            for f, r in zip(df.loc[failed, "foreground"], df.loc[failed, "failure"], strict=True)
-        ]
-        ok = df[~failed]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "path": ok["path"].astype(str).to_numpy(),
-                    "foreground": ok["foreground"].astype(str).to_numpy(),
-                    "background_path": ok["background"].astype(str).to_numpy(),
-                    "snr_db": snr,
-                }
-            )
-        )
-    out = pd.concat(parts, ignore_index=True)
-    out["background"] = out["background_path"].map(bg_name)
-    if include_clean:
-        first = out.drop_duplicates("foreground")[["foreground", "background_path", "background"]]
-        clean = first.assign(path=first["foreground"], snr_db=np.inf)
-        out = pd.concat([clean, out], ignore_index=True)
-    out = out.join(fg_info, on="foreground")
-    out["condition"] = [condition_label(s) for s in out["snr_db"]]
-    out = out[
-        [
-            "path",
-            "foreground",
-            "label",
-            "target",
-            "fold",
-            "background",
-            "background_path",
-            "snr_db",
-            "condition",
-        ]
-    ].reset_index(drop=True)
-    out["target"] = out["target"].astype(int)
-    out.attrs["failures"] = failures
-    out.attrs["n_failed"] = len(failures)
-    out.attrs["folder"] = str(folder)
-    if failures:
-        warnings.warn(
-            f"{len(failures)} files were skipped while mixing (see attrs['failures'])",
-            UserWarning,
-            stacklevel=2,
-        )
-    return out
 
 
 def background_embeddings(
@@ -608,7 +292,7 @@ def evaluate_conditions(
                 active = {}
             else:
                 P = adapt.prototypes(mode, A[pool], y_train[pool], text_emb, top_n=top_n)
-                s = adapt.scores(emb[test], P)
+                s = scoring.scores(emb[test], P, cosine=False)
                 variants = [("none", 0.0, s)]
                 active = banks
             for kind, bank in active.items():
@@ -695,150 +379,14 @@ def method_label(mode: str, adapt_kind: str) -> str:
     return mode if adapt_kind in ("none", None) else f"{mode} + {adapt_kind} DA"
 
 
-def condition_label(snr_db: float) -> str:
-    """``"clean"`` for inf (no background), else ``"{snr:g} dB"``."""
-    return "clean" if np.isinf(snr_db) and snr_db > 0 else f"{float(snr_db):g} dB"
-
-
-# --------------------------------------------------------------------------------------------
-# Part 2: figures
-# --------------------------------------------------------------------------------------------
-
-
-def accuracy_vs_snr(
-    long: pd.DataFrame,
-    tau: float = adapt.DEFAULT_TAU,
-    ax: Axes | None = None,
-    title: str | None = None,
-    chance: float | None = None,
-) -> Figure:
-    """Accuracy (%) against condition, one line per method, error bars = std over folds.
-
-    x runs from ``clean`` to the lowest SNR (equally spaced); colour = mode, line style =
-    adaptation (solid none, dashed text, dotted audio) at strength ``tau``. Lines are shifted
-    sideways a little so the error bars do not hide each other. ``chance`` (a fraction, e.g.
-    ``1 / n_classes``) adds a grey reference line. Returns the Figure.
-
-    Used by: notebook 08_adaptation.
-    """
-    mean = snr_table(long, tau, "mean")
-    std = snr_table(long, tau, "std")
-    fig, ax = _fig_ax(ax, (7.0, 4.2))
-    x = np.arange(mean.shape[1], dtype=float)
-    n = len(mean)
-    for i, method in enumerate(mean.index):
-        mode, _, rest = method.partition(" + ")
-        kind = rest.split(" ")[0] if rest else "none"
-        shift = (i - (n - 1) / 2) * min(0.05, 0.3 / max(n, 1))
-        ax.errorbar(
-            x + shift,
-            100 * mean.loc[method].to_numpy(dtype=float),
-            yerr=100 * np.nan_to_num(std.loc[method].to_numpy(dtype=float)),
-            color=_MODE_COLOURS.get(mode, "tab:gray"),
-            ls=_ADAPT_STYLES.get(kind, "-"),
-            marker=_ADAPT_MARKERS.get(kind, "o"),
-            ms=5,
-            capsize=2,
-            lw=1.5,
-            label=method,
-        )
-    if chance is not None:
-        ax.axhline(100 * chance, color="gray", ls="-.", lw=1, label="chance")
-    ax.set_xticks(x, list(mean.columns))
-    ax.set_xlabel("foreground-to-background SNR")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(title if title else f"accuracy against background level (DA tau = {tau:g})")
-    return fig
-
-
-def tau_sweep(
-    long: pd.DataFrame, axes: Sequence[Axes] | None = None, title: str | None = None
-) -> Figure:
-    """One panel per condition: accuracy (%) of each adapted method against tau.
-
-    tau = 0 is the unadapted method, so a line going up means adaptation helps at that strength.
-    ``axes``: one Axes per condition (clean first), else a new figure. Returns the Figure.
-
-    Used by: notebook 08_adaptation.
-    """
-    table = tau_table(long)
-    conditions = list(dict.fromkeys(table.index.get_level_values("condition")))
-    methods = list(dict.fromkeys(table.index.get_level_values("method")))
-    taus = np.array([float(t) for t in table.columns])
-    if axes is None:
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(
-            1,
-            len(conditions),
-            figsize=(2.6 * len(conditions) + 1.8, 3.4),
-            sharey=True,
-            layout="constrained",
-            squeeze=False,
-        )
-        axes = list(axes[0])
-    else:
-        axes = list(axes)
-        if len(axes) != len(conditions):
-            raise ValueError(f"need {len(conditions)} axes (one per condition), got {len(axes)}")
-        fig = _root_figure(axes[0])
-    for ax, cond in zip(axes, conditions, strict=True):
-        for method in methods:
-            mode, _, rest = method.partition(" + ")
-            kind = rest.split(" ")[0]
-            ax.plot(
-                taus,
-                100 * table.loc[(method, cond)].to_numpy(dtype=float),
-                color=_MODE_COLOURS.get(mode, "tab:gray"),
-                ls=_ADAPT_STYLES.get(kind, "-"),
-                marker=_ADAPT_MARKERS.get(kind, "o"),
-                ms=4,
-                label=method,
-            )
-        ax.set_title(cond, fontsize=10)
-        ax.set_xticks(taus, [f"{t:g}" for t in taus])
-        ax.set_xlabel("tau")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("top-1 accuracy (%)")
-    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(title if title else "domain adaptation strength (tau 0: not adapted)")
-    return fig
-
-
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
 
 
-def _fig_ax(ax, figsize):
-    if ax is not None:
-        return _root_figure(ax), ax
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return fig, ax
-
-
-def _root_figure(ax):
-    from matplotlib.figure import Figure
-
-    fig = ax.figure
-    while not isinstance(fig, Figure) and hasattr(fig, "figure"):  # SubFigure -> its parent
-        fig = fig.figure
-    return fig
-
-
-def _shorten(text: str, n: int) -> str:
-    text = str(text)
-    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
-
-
 def _active_fraction(path) -> float:
-    from .audio import AudioError, load_audio_with_rate
-    from .soundscape import active_mask
+    from ..data.audio import AudioError, load_audio_with_rate
+    from ..data.soundscapes import active_mask
 
     try:
         x, sr = load_audio_with_rate(path)
@@ -849,24 +397,6 @@ def _active_fraction(path) -> float:
 
 def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha1(str(text).encode()).digest()[:4], "little")
-
-
-def _hash(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _read_manifest(path: Path) -> pd.DataFrame | None:
-    """A finished set's manifest, or None if missing or any listed WAV is gone."""
-    if not path.is_file():
-        return None
-    df = pd.read_csv(path, keep_default_na=False)
-    if "failure" not in df.columns:
-        return None
-    made = df[df["failure"].astype(str) == ""]
-    if not all(Path(p).is_file() for p in made["path"]):
-        return None
-    df["snr_db"] = df["snr_db"].astype(float)
-    return df
 
 
 def _condition_order(df: pd.DataFrame) -> list[str]:

@@ -20,7 +20,7 @@ which reproduces the properties of real CLAP embeddings that the method relies o
 Everything is deterministic given ``seed``. Accuracies of zero-shot on the default settings are
 in the 75-92 % range of CLAP on ESC-50 / UrbanSound8K, so gains are measured where they matter.
 
-Used by: benchmarks/label_free_defaults.py, tests/test_label_free.py (and, through the defaults
+Used by: benchmarks/label_free_defaults.py, tests/unit/evaluation/test_label_free.py (and, through the defaults
 it chose, notebooks 02, 03, 04, 06 and 08).
 """
 
@@ -106,7 +106,7 @@ def simulate(
     Returns:
         :class:`SimulatedEmbeddings` (audio (N, D), text (C, D), labels (N,), folds (N,)).
 
-    Used by: benchmarks/label_free_defaults.py, tests/test_label_free.py.
+    Used by: benchmarks/label_free_defaults.py, tests/unit/evaluation/test_label_free.py.
     """
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")

@@ -22,6 +22,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "evaluate_strategies",
+    "gains_and_losses",
+    "per_class_topk",
+    "top_confusions",
     "class_deltas",
     "confusion_matrix",
     "evaluate",
@@ -30,7 +34,6 @@ __all__ = [
     "predict",
     "results_table",
     "scores",
-    "to_jsonable",
     "topk_accuracy",
     "topk_confusion_matrix",
     "topk_indices",
@@ -39,137 +42,25 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------- helpers
-def _as_2d(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().float().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    return arr
-
-
-def _as_labels(
-    labels: Any, n: int, n_classes: int | None = None, name: str = "labels"
-) -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if arr.size and not np.all(np.isfinite(arr.astype(float)) & (arr == np.round(arr))):
-            raise ValueError(f"{name} must be integer class indices")
-        arr = arr.astype(np.int64)
-    arr = arr.astype(np.int64, copy=False)
-    if n_classes is not None and arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        raise ValueError(f"{name} must lie in [0, {n_classes}), got {arr.min()}..{arr.max()}")
-    return arr
-
-
-def valid_rows(emb: Any) -> np.ndarray:
-    """(N,) bool: rows whose values are all finite (a failed clip has a NaN row)."""
-    return np.isfinite(_as_2d(emb, "emb")).all(axis=1)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
-def _check_text(text_emb: Any, dim: int) -> np.ndarray:
-    text = _as_2d(text_emb, "text_emb")
-    if text.shape[1] != dim:
-        raise ValueError(f"text_emb has dimension {text.shape[1]}, audio_emb {dim}")
-    if not np.isfinite(text).all():
-        raise ValueError("text_emb contains NaN or inf")
-    return text
-
-
-# ---------------------------------------------------------------------------------------- scores
-def scores(audio_emb: Any, text_emb: Any, logit_scale: float | None = None) -> np.ndarray:
-    """(N, C) class scores.
-
-    Cosine similarity (rows are re-normalised first, which changes nothing for L2-normalised
-    input). With ``logit_scale`` (the multiplier itself, e.g. ``model.logit_scale_a.exp()``), the
-    softmax over classes of ``logit_scale * cosine``, as the transformers pipeline reports; the
-    ranking is the same. NaN rows of ``audio_emb`` give NaN rows."""
-    audio = _as_2d(audio_emb, "audio_emb")
-    text = _check_text(text_emb, audio.shape[1])
-    dtype = np.result_type(audio.dtype, text.dtype, np.float32)
-    s = _normalise(audio.astype(dtype, copy=False)) @ _normalise(text.astype(dtype)).T
-    if logit_scale is None:
-        return s
-    z = float(logit_scale) * s.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(dtype)
-
-
-def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """(N, min(k, C)) class indices by decreasing score, ties to the lowest index; -1 rows for
-    NaN score rows."""
-    s = _as_2d(scores, "scores")
-    k = max(1, min(int(k), s.shape[1]))
-    ok = np.isfinite(s).all(axis=1)
-    out = np.full((s.shape[0], k), -1, dtype=np.int64)
-    if ok.any() and k == 1:  # argmax returns the first (lowest) index among ties
-        out[ok, 0] = np.argmax(s[ok], axis=1)
-    elif ok.any():
-        out[ok] = np.argsort(-s[ok], axis=1, kind="stable")[:, :k]
-    return out
-
-
-def predict(audio_emb: Any, text_emb: Any, k: int = 1) -> np.ndarray:
-    """Top-1 class per clip (N,) for ``k=1``, else the top-k classes (N, min(k, C));
-    -1 for failed (NaN) clips."""
-    idx = topk_indices(scores(audio_emb, text_emb), k)
-    return idx[:, 0] if k == 1 else idx
-
-
-def true_class_rank(scores: np.ndarray, labels: Any) -> np.ndarray:
-    """(N,) 0-based rank of the true class under the tie rule (0 = top-1); -1 for NaN rows.
-    The clip is top-k correct iff ``0 <= rank < k``."""
-    s = _as_2d(scores, "scores")
-    y = _as_labels(labels, s.shape[0], s.shape[1])
-    ok = np.isfinite(s).all(axis=1)
-    rank = np.full(s.shape[0], -1, dtype=np.int64)
-    if ok.any():
-        sv, yv = s[ok], y[ok]
-        true = sv[np.arange(len(yv)), yv][:, None]
-        before = np.arange(s.shape[1])[None, :] < yv[:, None]
-        rank[ok] = (sv > true).sum(axis=1) + ((sv == true) & before).sum(axis=1)
-    return rank
-
-
-def topk_accuracy(scores: np.ndarray, labels: Any, k: int) -> float:
-    """Fraction of non-NaN rows whose true class is among the top ``min(k, C)``; NaN if none."""
-    rank = true_class_rank(scores, labels)
-    ok = rank >= 0
-    k = min(int(k), _as_2d(scores, "scores").shape[1])
-    return float(np.mean(rank[ok] < k)) if ok.any() else math.nan
-
-
-def confusion_matrix(labels: Any, predictions: Any, n_classes: int) -> np.ndarray:
-    """(C, C) int64 counts, rows = true class, columns = predicted; predictions < 0 skipped."""
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(predictions, dtype=np.int64)
-    keep = p >= 0
-    conf = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(conf, (y[keep], p[keep]), 1)
-    return conf
-
-
-def topk_confusion_matrix(scores: np.ndarray, labels: Any, k: int = 3) -> np.ndarray:
-    """(C, C) int64 "top-k confusion": a clip whose true class is in its top k counts on the
-    diagonal, any other clip at (true, top-1 prediction). Rows sum to the clips per class, the
-    trace over the total is the top-k accuracy. NaN rows are skipped."""
-    s = _as_2d(scores, "scores")
-    y = _as_labels(labels, s.shape[0], s.shape[1])
-    rank = true_class_rank(s, y)
-    pred = topk_indices(s, 1)[:, 0]
-    pred = np.where((rank >= 0) & (rank < k), y, pred)
-    return confusion_matrix(y, pred, s.shape[1])
+from .scoring import (  # noqa: F401 - the scoring core, re-exported for the notebooks
+    as_2d as _as_2d,
+)
+from .scoring import (
+    as_labels as _as_labels,
+)
+from .scoring import (
+    check_text as _check_text,
+)
+from .scoring import (
+    confusion_matrix,
+    predict,
+    scores,
+    topk_accuracy,
+    topk_confusion_matrix,
+    topk_indices,
+    true_class_rank,
+    valid_rows,
+)
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -364,30 +255,100 @@ def class_deltas(res_a: Any, res_b: Any, classes: Sequence[str]) -> pd.DataFrame
     return df.iloc[order]
 
 
-def to_jsonable(result: Any) -> Any:
-    """Plain Python for the results JSON every notebook writes (``json.dump``).
+def evaluate_strategies(
+    audio_emb: Any,
+    clips: pd.DataFrame,
+    classes: Sequence[str],
+    text_sets: Mapping[str, Any],
+    ks: Sequence[int] = (1, 3, 5),
+) -> dict[str, dict[str, Any]]:
+    """:func:`clap_helpers.zeroshot.evaluate` for each prompt strategy (03_augmented_labels).
 
-    Recursive over dicts, lists, numpy arrays and scalars, DataFrames: arrays -> nested lists,
-    numpy scalars -> int/float/bool, NaN/inf -> None (strict JSON), DataFrame ->
-    {index: {column: value}}, non-string keys -> str."""
-    if isinstance(result, pd.DataFrame):
-        return to_jsonable(result.to_dict(orient="index"))
-    if isinstance(result, pd.Series):
-        return to_jsonable(result.to_dict())
-    if isinstance(result, Mapping):
-        return {
-            (k if isinstance(k, str) else str(to_jsonable(k))): to_jsonable(v)
-            for k, v in result.items()
-        }
-    if isinstance(result, np.ndarray):
-        return to_jsonable(result.tolist())
-    if isinstance(result, (list, tuple)):
-        return [to_jsonable(v) for v in result]
-    if isinstance(result, (bool, np.bool_)):
-        return bool(result)
-    if isinstance(result, (int, np.integer)):
-        return int(result)
-    if isinstance(result, (float, np.floating)):
-        v = float(result)
-        return v if math.isfinite(v) else None
-    return result
+    audio_emb (N, D); ``clips`` from :func:`clap_helpers.datasets.load` (its ``target`` column
+    is the label); ``text_sets`` ``{strategy: (C, D)}`` from
+    :func:`clap_helpers.prompts.embed_prompt_sets`. Top-k and per-class accuracy are always
+    against the single (primary) label, so every dataset gets the same columns. For a
+    multi-label dataset (a ``labels`` column: the AudioSet subset) each result also gets
+    ``mAP``, ``per_class_ap`` and ``top{k}_hit`` (any true label in the top k) from
+    :func:`clap_helpers.zeroshot.evaluate_multilabel`. Returns ``{strategy: result}``, ready for
+    :func:`clap_helpers.zeroshot.results_table` and :func:`clap_helpers.zeroshot.class_deltas`."""
+    labels = clips["target"].to_numpy()
+    multi = "labels" in clips.columns
+    from ..data.loaders import label_matrix
+
+    matrix = label_matrix(clips, list(classes)) if multi else None
+    out = {}
+    for name, text_emb in text_sets.items():
+        result = evaluate(audio_emb, labels, text_emb, ks)
+        if multi:
+            extra = evaluate_multilabel(audio_emb, matrix, text_emb, ks)
+            keep = ["mAP", "per_class_ap", *(f"top{int(k)}_hit" for k in ks)]
+            result.update({k: extra[k] for k in keep})
+        out[name] = result
+    return out
+
+
+def gains_and_losses(deltas: pd.DataFrame, n: int = 5) -> dict[str, Any]:
+    """Summary of :func:`clap_helpers.zeroshot.class_deltas` (03_augmented_labels).
+
+    Returns ``{"gains": {class: delta}`` (the ``n`` largest positive deltas, largest first),
+    ``"losses": {class: delta}`` (the ``n`` most negative, worst first), ``"n_gain"``,
+    ``"n_loss"``, ``"n_same"`` (classes with a zero delta) and ``"n_undefined"`` (NaN delta: no
+    clip of the class was scored)}``. Deltas are fractions (0.1 = 10 points)."""
+    d = deltas["delta"].astype(float)
+    defined = d[np.isfinite(d)]
+    gains = defined[defined > 0].sort_values(ascending=False, kind="stable").head(n)
+    losses = defined[defined < 0].sort_values(ascending=True, kind="stable").head(n)
+    return {
+        "gains": {str(k): float(v) for k, v in gains.items()},
+        "losses": {str(k): float(v) for k, v in losses.items()},
+        "n_gain": int((defined > 0).sum()),
+        "n_loss": int((defined < 0).sum()),
+        "n_same": int((defined == 0).sum()),
+        "n_undefined": int(len(d) - len(defined)),
+    }
+
+
+def top_confusions(conf: Any, classes: Sequence[str], n: int = 10) -> pd.DataFrame:
+    """The ``n`` most frequent mistakes in a confusion matrix (04_urbansound8k_topk).
+
+    conf (C, C) counts, rows = true class, columns = predicted (``evaluate(...)["confusion"]``).
+    Returns columns ``true``, ``predicted``, ``clips`` and ``share`` (of the true class's clips),
+    off-diagonal non-zero cells only, most clips first (ties: larger share, then class order)."""
+    mat = np.asarray(conf, dtype=np.int64)
+    if mat.shape != (len(classes), len(classes)):
+        raise ValueError(f"conf must be ({len(classes)}, {len(classes)}), got {mat.shape}")
+    totals = mat.sum(axis=1)
+    rows = [
+        (classes[i], classes[j], int(mat[i, j]), mat[i, j] / totals[i], i, j)
+        for i, j in zip(*np.nonzero(mat), strict=True)
+        if i != j
+    ]
+    rows.sort(key=lambda r: (-r[2], -r[3], r[4], r[5]))
+    table = pd.DataFrame([r[:4] for r in rows[:n]], columns=["true", "predicted", "clips", "share"])
+    return table.astype({"clips": np.int64, "share": float})
+
+
+def per_class_topk(
+    true_rank: Any, labels: Any, classes: Sequence[str], ks: Sequence[int] = (1, 3, 5)
+) -> pd.DataFrame:
+    """Top-k accuracy of each class (04_urbansound8k_topk): index "class", columns ``clips``
+    (scored clips of the class) and ``top{k}`` (fraction, NaN for a class without scored clips).
+
+    ``true_rank`` (N,) from :func:`clap_helpers.zeroshot.evaluate` (0 = top-1, -1 = failed
+    clip, left out); labels (N,) int class indices."""
+    rank = np.asarray(true_rank, dtype=np.int64)
+    y = np.asarray(labels, dtype=np.int64)
+    if rank.shape != y.shape:
+        raise ValueError(f"true_rank {rank.shape} and labels {y.shape} differ")
+    ok = rank >= 0
+    data: dict[str, list[float]] = {"clips": []}
+    for k in ks:
+        data[f"top{int(k)}"] = []
+    for c in range(len(classes)):
+        m = ok & (y == c)
+        data["clips"].append(int(m.sum()))
+        for k in ks:
+            data[f"top{int(k)}"].append(float(np.mean(rank[m] < k)) if m.any() else math.nan)
+    table = pd.DataFrame(data, index=pd.Index(list(classes), name="class"))
+    return table.astype({"clips": np.int64})

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .embed import resolve_device
+from ..embedding.devices import resolve_device, resolve_precision
 
 __all__ = [
     "METRICS",
@@ -51,7 +51,6 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "predict_logits",
-    "resolve_precision",
     "save_checkpoint",
     "tensorboard_available",
 ]
@@ -59,7 +58,6 @@ __all__ = [
 METRICS = ("loss", "accuracy", "precision", "recall", "f1")
 """Per-split columns of the training log, e.g. ``train_loss``, ``val_f1``, ``test_accuracy``."""
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_FORMAT = "clap_helpers.checkpoint/1"
 
@@ -131,20 +129,6 @@ class TrainConfig:
     progress: bool = True
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Training precision: ``"auto"`` -> bf16 on CUDA GPUs that support it, else fp16 on CUDA,
-    else fp32 (CPU training stays in fp32; pass ``"bf16"`` to force CPU autocast)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 training needs a CUDA device (use bf16 or fp32)")
-    return precision
-
-
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
@@ -199,7 +183,7 @@ def predict_logits(
     ``device`` defaults to the model's; ``precision`` as in :class:`TrainConfig` (resolved).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, training=True)
     model.eval()
     out = []
     for start in range(0, x.shape[0], batch_size):

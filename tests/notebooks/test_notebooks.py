@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clap_helpers import runner
+from clap_helpers.devtools import runner
 
 # Results keys each notebook's last cell must record. A notebook missing here fails
 # test_every_notebook_is_tested, so no notebook goes untested.

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clap_helpers import zeroshot
-from clap_helpers.audio import load_audio
-from clap_helpers.datasets import load
-from clap_helpers.embed import load_clap
-from clap_helpers.prompts import TEMPLATES, clean_label
+from clap_helpers.data.audio import load_audio
+from clap_helpers.data.loaders import load
+from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.evaluation import zeroshot
+from clap_helpers.evaluation.prompts import TEMPLATES, clean_label
 
 TEMPLATE = TEMPLATES["default"]  # "This is a sound of {}.", the pipeline's own default too
 

@@ -1,4 +1,4 @@
-"""The sound-search web app (clap_helpers.app): its handlers, its command line, and end to end in
+"""The sound-search web app (clap_helpers.apps.web): its handlers, its command line, and end to end in
 real headless Chromium (Debian's ``chromium`` + Playwright for Python) against a server started
 as a subprocess on the fixtures with the tiny CLAP.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from clap_helpers import search
+from clap_helpers.apps import search
 from clap_helpers.paths import project_root
 
 ROOT = project_root(Path(__file__).parent)
@@ -62,8 +62,8 @@ def server_env(tmp: Path) -> dict:
 # ---------------------------------------------------------------------- handlers (no browser)
 @pytest.fixture(scope="module")
 def search_app(data_root, tiny_clap, tmp_path_factory):
-    from clap_helpers.app import SearchApp
-    from clap_helpers.embed import load_clap
+    from clap_helpers.apps.web import SearchApp
+    from clap_helpers.embedding.encoder import load_clap
 
     enc = load_clap(tiny_clap, "cpu", "fp32", cache_dir=tmp_path_factory.mktemp("cache"))
     enc.num_workers = 0
@@ -109,10 +109,10 @@ def test_upload_is_decoded_outside_the_model_lock(search_app, tmp_path, monkeypa
     """A slow upload used to hold the model lock while it was decoded: every other user waited."""
     import threading
 
-    import clap_helpers.audio
-    import clap_helpers.embed
+    import clap_helpers.data.audio
+    import clap_helpers.embedding.encoder
 
-    real = clap_helpers.audio.load_audio
+    real = clap_helpers.data.audio.load_audio
     decoding, release = threading.Event(), threading.Event()
 
     def slow_load_audio(*args, **kwargs):
@@ -120,8 +120,8 @@ def test_upload_is_decoded_outside_the_model_lock(search_app, tmp_path, monkeypa
         release.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(clap_helpers.audio, "load_audio", slow_load_audio)
-    monkeypatch.setattr(clap_helpers.embed, "load_audio", slow_load_audio)
+    monkeypatch.setattr(clap_helpers.data.audio, "load_audio", slow_load_audio)
+    monkeypatch.setattr(clap_helpers.embedding.encoder, "load_audio", slow_load_audio)
     upload = tmp_path / "my_sound.wav"  # a new path: not in the embedding cache
     shutil.copy(search_app.index.clips["path"][1], upload)
     answers = {}
@@ -149,8 +149,8 @@ def test_upload_is_decoded_outside_the_model_lock(search_app, tmp_path, monkeypa
 def test_upload_duration_is_capped_from_the_header(search_app, tmp_path, monkeypatch):
     import soundfile as sf
 
-    import clap_helpers.audio
-    from clap_helpers.app import MAX_UPLOAD_SECONDS, SearchApp
+    import clap_helpers.data.audio
+    from clap_helpers.apps.web import MAX_UPLOAD_SECONDS, SearchApp
 
     assert search_app.max_upload_seconds == MAX_UPLOAD_SECONDS == 600
     capped = SearchApp(search_app.index, k=3, tsne=False, max_upload_seconds=2)
@@ -161,7 +161,7 @@ def test_upload_duration_is_capped_from_the_header(search_app, tmp_path, monkeyp
     def never(*args, **kwargs):
         raise AssertionError("a too-long upload was decoded")
 
-    monkeypatch.setattr(clap_helpers.audio, "load_audio", never)
+    monkeypatch.setattr(clap_helpers.data.audio, "load_audio", never)
     answer = capped.example_query(str(long_upload), None, 3)
     assert "long.wav is 5.0 s long; the limit is 2 s" in answer.message
     assert "shorter sound" in answer.message and answer.results_html == ""
@@ -198,7 +198,7 @@ def test_upload_duration_is_capped_from_the_header(search_app, tmp_path, monkeyp
 def test_cli_rejects_bad_arguments_with_one_line(argv, expected, monkeypatch, capsys):
     import torch
 
-    from clap_helpers.app import main, parse_args
+    from clap_helpers.apps.web import main, parse_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as exit_:
@@ -206,13 +206,13 @@ def test_cli_rejects_bad_arguments_with_one_line(argv, expected, monkeypatch, ca
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("python -m clap_helpers.app: error: ")
+    assert err.strip().splitlines()[-1].startswith("python -m clap_helpers.apps.web: error: ")
     assert parse_args(["--device", "cpu", "--max-upload-seconds", "30"]).max_upload_seconds == 30
 
 
 def test_cli_exits_clearly_without_datasets(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "clap_helpers.app", "--data-root", str(tmp_path)]
+        [sys.executable, "-m", "clap_helpers.apps.web", "--data-root", str(tmp_path)]
         + ["--datasets", "esc50,urbansound8k", "--model", str(tmp_path / "no-model")],
         capture_output=True,
         text=True,
@@ -258,7 +258,7 @@ def server(data_root, tiny_clap, tmp_path_factory):
         (root / folder).symlink_to(data_root / folder)
     port = free_port()
     log = tmp / "server.log"
-    cmd = [sys.executable, "-m", "clap_helpers.app", "--data-root", str(root)]
+    cmd = [sys.executable, "-m", "clap_helpers.apps.web", "--data-root", str(root)]
     cmd += ["--model", str(tiny_clap), "--datasets", "esc50,urbansound8k,audioset"]
     cmd += ["--n-samples", str(N_SAMPLES), "--top-k", str(TOP_K), "--cache-dir", str(tmp / "cache")]
     cmd += ["--device", "cpu", "--precision", "fp32", "--port", str(port)]
@@ -327,7 +327,7 @@ def test_search_in_browser(browser, server, tmp_path):
     assert page.locator("#results audio").count() == 0
 
     # an uploaded copy of a clip finds that clip first
-    from clap_helpers.datasets import load
+    from clap_helpers.data.loaders import load
 
     clip = load("esc50", server["data_root"], n_samples=N_SAMPLES)[0]["path"].iloc[0]
     upload = tmp_path / "my_sound.wav"

@@ -1,4 +1,4 @@
-"""clap_helpers.search: exact ranking, text/audio queries, the path guard, maps; on hand-made
+"""clap_helpers.apps.search: exact ranking, text/audio queries, the path guard, maps; on hand-made
 embeddings and on the fixtures with the tiny CLAP."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clap_helpers import search
-from clap_helpers.datasets import DatasetNotFoundError
+from clap_helpers import plots
+from clap_helpers.apps import search
+from clap_helpers.data.loaders import DatasetNotFoundError
 
 
 def unit(*angles_deg: float) -> np.ndarray:
@@ -227,7 +228,7 @@ def test_maps_place_queries(toy_index):
     w = np.cos(np.deg2rad([0.0, 10.0, 90.0]))
     expected = (w[:, None] * xy[[0, 3, 1]]).sum(0) / w.sum()
     np.testing.assert_allclose(tsne.place(unit(0)[0], neighbours=3), expected, atol=1e-5)
-    fig = search.map_figure(tsne, toy_index.clips, [1.0, 1.0], [0, 3], "a dog")
+    fig = plots.map_figure(tsne, toy_index.clips, [1.0, 1.0], [0, 3], "a dog")
     assert fig.axes[0].get_title() == "t-SNE map of 4 clips"
 
 
@@ -250,7 +251,7 @@ def test_load_collection_missing_datasets(data_root, tmp_path):
 # ------------------------------------------------------------------- fixtures + tiny CLAP
 @pytest.fixture(scope="module")
 def fixture_index(data_root, tiny_clap, tmp_path_factory):
-    from clap_helpers.embed import load_clap
+    from clap_helpers.embedding.encoder import load_clap
 
     enc = load_clap(tiny_clap, "cpu", "fp32", cache_dir=tmp_path_factory.mktemp("cache"))
     enc.num_workers = 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clap_helpers.audio import (
+from clap_helpers.data.audio import (
     AudioError,
     AudioWarning,
     audio_info,

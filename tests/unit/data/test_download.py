@@ -1,4 +1,4 @@
-"""clap_helpers.download against a local HTTP server (with Range support): offline and fast."""
+"""clap_helpers.data.download against a local HTTP server (with Range support): offline and fast."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clap_helpers import download
+from clap_helpers.data import download
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ----------------------------------------------------------------------------- HTTP server
@@ -294,7 +294,7 @@ def test_not_enough_space_to_unpack(
     def disk_usage(path: str | os.PathLike[str]) -> DiskUsage:
         return DiskUsage(1 << 40, 0, len(data))  # room for the archive, not for its contents
 
-    monkeypatch.setattr(download.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     with pytest.raises(download.DownloadError, match="not enough disk space for unpacking esc50"):
         download.fetch("esc50", tmp_path, url=url, checksum=md5(data), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ESC-50-master.zip"]
@@ -787,7 +787,7 @@ def test_audioset_without_tools_writes_csvs_then_fails(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(download, "_tool", lambda name: None)
+    monkeypatch.setattr(download.audioset, "_tool", lambda name: None)
     code = download.main(
         ["audioset", "--dest", str(tmp_path), "--url", audioset_base, "--classes", "Dog"]
     )

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clap_helpers import datasets
-from clap_helpers.audio import AudioError, audio_info, load_audio
-from clap_helpers.datasets import DatasetNotFoundError, load, stratified_subset
-from clap_helpers.fixtures import synthetic
+from clap_helpers.data import loaders as datasets
+from clap_helpers.data.audio import AudioError, audio_info, load_audio
+from clap_helpers.data.loaders import DatasetNotFoundError, load, stratified_subset
+from clap_helpers.data.registry import RECORDS
+from clap_helpers.devtools.fixtures import synthetic
 
 
 def test_esc50(data_root):
@@ -247,9 +248,9 @@ def _column(rows: list[list[str]], name: str, header_rows: int) -> int:
 def test_damaged_metadata_names_the_csv_and_the_fix(tmp_path, data_root, name, case):
     import csv
 
-    meta = tmp_path / datasets.METADATA_FILES[name]
+    meta = tmp_path / RECORDS[name].metadata_file
     meta.parent.mkdir(parents=True)
-    shutil.copy(data_root / datasets.METADATA_FILES[name], meta)
+    shutil.copy(data_root / RECORDS[name].metadata_file, meta)
     header_rows = 2 if name == "fma_small" else 1
     first_data = 3 if name == "fma_small" else 1
     with open(meta, newline="", encoding="utf-8") as fh:

@@ -1,4 +1,4 @@
-"""Tests for clap_helpers.soundscape: SNR definition, determinism, WAV output, bad-file handling."""
+"""Tests for clap_helpers.data.soundscapes: SNR definition, determinism, WAV output, bad-file handling."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clap_helpers import soundscape
-from clap_helpers.audio import list_audio_files
+from clap_helpers.data import soundscapes as soundscape
+from clap_helpers.data.audio import list_audio_files
 
 SR = 48000
 N = 10 * SR

@@ -1,6 +1,6 @@
 """The `make demo` summary line shows each notebook's key numbers."""
 
-from clap_helpers.demo import summarise
+from clap_helpers.devtools.demo import summarise
 
 
 def test_summary_shows_scalars_dicts_and_means():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from clap_helpers.fixtures import tiny_clap
-from clap_helpers.fixtures.tiny_clap import PROJECTION_DIM, make_tiny_clap
+from clap_helpers.devtools.fixtures import tiny_clap
+from clap_helpers.devtools.fixtures.tiny_clap import PROJECTION_DIM, make_tiny_clap
 
 SR = 48_000
 PROMPTS = [

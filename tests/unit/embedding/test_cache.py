@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from clap_helpers.cache import EmbeddingStore
+from clap_helpers.embedding.cache import EmbeddingStore
 
 NAMESPACE = {"model": "m", "precision": "fp32"}
 DIM = 4

@@ -1,4 +1,4 @@
-"""Ray Data scale-out (clap_helpers.distributed) on a local 2-CPU Ray with the tiny CLAP.
+"""Ray Data scale-out (clap_helpers.embedding.distributed) on a local 2-CPU Ray with the tiny CLAP.
 
 The Ray tests share one local cluster (module fixture, shut down at the end); set RAY_ADDRESS to
 use a running cluster instead. A local Ray start that times out (ray-project/ray#65983: the
@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clap_helpers import distributed as D
-from clap_helpers.datasets import load
-from clap_helpers.embed import load_clap
+from clap_helpers.data.loaders import load
+from clap_helpers.embedding import distributed as D
+from clap_helpers.embedding.encoder import load_clap
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ACTOR_TITLE = "MapBatches(ClapEmbedder)"
 
 
@@ -237,8 +237,9 @@ def test_run_survives_a_killed_actor(ray_cluster, tiny_clap, data_root, tmp_path
 # Notebooks read a distributed run (shards written here from the single-process engine)
 # ---------------------------------------------------------------------------------------------
 def test_notebook_02_reads_embeddings_dir(fixture_env, data_root, tiny_clap, tmp_path):
-    from clap_helpers import runner, zeroshot
-    from clap_helpers.prompts import template_prompts
+    from clap_helpers.devtools import runner
+    from clap_helpers.evaluation import zeroshot
+    from clap_helpers.evaluation.prompts import template_prompts
 
     esc, classes = load("esc50", data_root)
     enc = load_clap(tiny_clap, precision="fp32", num_workers=0)

@@ -10,10 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from clap_helpers import embed
-from clap_helpers.cache import CacheWarning, EmbeddingStore
-from clap_helpers.datasets import load
-from clap_helpers.embed import EmbeddingWarning, load_clap
+from clap_helpers.data.loaders import load
+from clap_helpers.embedding import devices
+from clap_helpers.embedding import encoder as embed
+from clap_helpers.embedding.cache import CacheWarning, EmbeddingStore
+from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_matches_plain_transformers_path(precision, tiny_clap, esc_paths, min_co
     within the tolerance of the precision."""
     from transformers import ClapModel, ClapProcessor
 
-    from clap_helpers.audio import load_audio
+    from clap_helpers.data.audio import load_audio
 
     enc = load_clap(tiny_clap, "cpu", precision, cache_dir=False, num_workers=0)
     model = ClapModel.from_pretrained(tiny_clap).eval()
@@ -139,7 +140,7 @@ def _long_clip(path, seconds=25.0, sr=44100):
 
 def test_long_clips_average_consecutive_windows(tiny_clap, tmp_path, default_precision):
     path = _long_clip(tmp_path / "long.wav")
-    from clap_helpers.audio import load_audio
+    from clap_helpers.data.audio import load_audio
 
     x = load_audio(path)
     windows = [x[i : i + 480000] for i in range(0, x.size, 480000)]  # 10 s, 10 s, 5 s
@@ -192,14 +193,17 @@ def test_fusion_window_needs_a_fused_model(tiny_clap):
 
 def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(embed, "cpu_has_fast_bf16", lambda: False)
-    assert embed.resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(embed, "cpu_has_fast_bf16", lambda: True)
-    assert embed.resolve_precision("auto", cpu) == "bf16"
-    assert embed.resolve_precision("fp16", cpu) == "fp16"
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
+    assert devices.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
+    assert devices.resolve_precision("auto", cpu) == "bf16"
+    assert devices.resolve_precision("auto", cpu, training=True) == "fp32"
+    assert devices.resolve_precision("fp16", cpu) == "fp16"
+    with pytest.raises(ValueError, match="CUDA"):
+        devices.resolve_precision("fp16", cpu, training=True)
     with pytest.raises(ValueError, match="precision"):
-        embed.resolve_precision("int8", cpu)
-    assert embed.resolve_device("auto").type in ("cuda", "mps", "cpu")
+        devices.resolve_precision("int8", cpu)
+    assert devices.resolve_device("auto").type in ("cuda", "mps", "cpu")
 
 
 def test_bf16_stays_close_to_fp32(tiny_clap, esc_paths):

@@ -1,4 +1,4 @@
-"""Tests for clap_helpers.frontend: numerical match with transformers' ClapFeatureExtractor."""
+"""Tests for clap_helpers.embedding.frontend: numerical match with transformers' ClapFeatureExtractor."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from transformers import ClapFeatureExtractor
 from transformers.audio_utils import window_function
 
-from clap_helpers.frontend import (
+from clap_helpers.embedding.frontend import (
     FrontendOutput,
     LogMelFrontend,
     batch_from_list,

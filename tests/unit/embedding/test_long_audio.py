@@ -18,12 +18,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from clap_helpers import embed
-from clap_helpers.audio import DEFAULT_MAX_SECONDS, AudioError, AudioWarning, audio_info, load_audio
-from clap_helpers.datasets import load
-from clap_helpers.embed import EmbeddingWarning, load_clap
+from clap_helpers.data.audio import (
+    DEFAULT_MAX_SECONDS,
+    AudioError,
+    AudioWarning,
+    audio_info,
+    load_audio,
+)
+from clap_helpers.data.loaders import load
+from clap_helpers.embedding import encoder as embed
+from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def tone(freq: float, seconds: float, rate: int) -> np.ndarray:
@@ -55,7 +61,7 @@ def mp3_with_bogus_xing(path: Path, frames: int | None = None, size: int | None 
 # -- memory and max_seconds -------------------------------------------------------------------
 _PEAK_SCRIPT = """
 import json, resource, sys, warnings
-from clap_helpers.audio import load_audio
+from clap_helpers.data.audio import load_audio
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     x = load_audio(sys.argv[1])

@@ -1,4 +1,4 @@
-"""Tests for clap_helpers.adapt on small hand-made embeddings whose right answers are known."""
+"""Tests for clap_helpers.evaluation.adapt on small hand-made embeddings whose right answers are known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clap_helpers import adapt
+from clap_helpers.evaluation import adapt, results, scoring
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_zs_prototypes_are_text_and_scores_are_dot_products():
     audio, _, _, text = _shifted_domain()
     P = adapt.prototypes("zs", None, None, text)
     np.testing.assert_array_equal(P, text)
-    s = adapt.scores(audio, P)
+    s = scoring.scores(audio, P, cosine=False)
     assert s.shape == (audio.shape[0], 2) and s.dtype == np.float32
     np.testing.assert_allclose(s, audio @ text.T, rtol=1e-6)
 
@@ -211,10 +211,10 @@ def test_text_background_prompts():
 @pytest.mark.parametrize("fn", [adapt.text_domain_adapt, adapt.audio_domain_adapt])
 def test_domain_adaptation_removes_a_background_bias(fn):
     P, clips, background = _background_bias()
-    s = adapt.scores(clips, P)
-    assert adapt.predict(s).tolist() == [1, 1]  # the background drags class 0 into class 1
+    s = scoring.scores(clips, P, cosine=False)
+    assert scoring.predict_scores(s).tolist() == [1, 1]  # the background drags class 0 into class 1
     adapted = fn(s, P, background, tau=0.5)
-    assert adapt.predict(adapted).tolist() == [0, 1]
+    assert scoring.predict_scores(adapted).tolist() == [0, 1]
     beta = adapt.background_offsets(P, background)
     np.testing.assert_allclose(adapted, s - 0.5 * beta, rtol=1e-6)
     # the offset is per class: identical for every clip
@@ -224,7 +224,7 @@ def test_domain_adaptation_removes_a_background_bias(fn):
 
 def test_audio_adaptation_ignores_failed_background_rows():
     P, clips, background = _background_bias()
-    s = adapt.scores(clips, P)
+    s = scoring.scores(clips, P, cosine=False)
     with_nan = np.vstack([background, np.full((1, 4), np.nan, np.float32)])
     np.testing.assert_allclose(
         adapt.audio_domain_adapt(s, P, with_nan), adapt.audio_domain_adapt(s, P, background)
@@ -249,7 +249,7 @@ def test_crossval_applies_adaptation_per_fold():
 
 
 def test_published_table():
-    t = adapt.published_table()
+    t = results.published_table()
     assert list(t.columns) == [
         "model",
         "esc50_zs",
@@ -275,7 +275,7 @@ def test_compare_table_puts_ours_next_to_published():
         "tgap": {"mean": 0.95, "std": 0.01},
         "linear": 0.97,
     }
-    t = adapt.compare_table(ours, "ESC-50", model="clap-htsat-unfused")
+    t = results.compare_table(ours, "ESC-50", model="clap-htsat-unfused")
     assert list(t.columns) == ["source", "model", "method", "accuracy", "std", "uses", "text"]
     pub = t[t.source == "published"]
     assert len(pub) == 7 + 4 + 2  # 7 zero-shot numbers, 4 linear probes, 2 training-free
@@ -291,10 +291,10 @@ def test_compare_table_puts_ours_next_to_published():
     }
     assert mine.accuracy[0] == pytest.approx(90.12) and mine["std"][0] == pytest.approx(1.23)
     assert mine.text[0] == "90.1 ± 1.2" and mine.text[2] == "97.0"
-    us = adapt.compare_table(ours, "urbansound8k")
+    us = results.compare_table(ours, "urbansound8k")
     assert 77.0 in us.accuracy.tolist() and 91.0 not in us.accuracy.tolist()
     assert 96.35 not in us.accuracy.tolist()  # the training-free numbers are ESC-50 only
-    lf = adapt.compare_table(
+    lf = results.compare_table(
         {"label_free (transductive)": 0.9, "label_free (inductive)": 0.8}, "esc50"
     )
     assert lf[lf.source == "ours"].uses.tolist() == [
@@ -302,7 +302,7 @@ def test_compare_table_puts_ours_next_to_published():
         "unlabelled audio",
     ]
     with pytest.raises(ValueError):
-        adapt.compare_table(ours, "gtzan")
+        results.compare_table(ours, "gtzan")
 
 
 def test_compare_table_accepts_crossval_results():
@@ -310,6 +310,6 @@ def test_compare_table_accepts_crossval_results():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         res = {m: adapt.crossval(audio, labels, folds, text, m) for m in ("zs", "sv")}
-    t = adapt.compare_table(res, "esc50")
+    t = results.compare_table(res, "esc50")
     assert isinstance(t, pd.DataFrame)
     assert t[t.source == "ours"].accuracy.tolist() == [50.0, 100.0]

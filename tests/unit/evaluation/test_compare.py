@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clap_helpers import compare
-from clap_helpers import zeroshot as zs
-from clap_helpers.datasets import DatasetNotFoundError, load
-from clap_helpers.embed import EmbeddingWarning, load_clap
+from clap_helpers import plots
+from clap_helpers.data.loaders import DatasetNotFoundError, load
+from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
+from clap_helpers.evaluation import compare
+from clap_helpers.evaluation import zeroshot as zs
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -126,7 +127,7 @@ def test_agreement_counts_add_up(toy):
 def test_confusion_grid_has_one_panel_per_result(toy):
     audio, labels, text, _ = toy
     res = zs.evaluate(audio, labels, text)
-    fig = compare.confusion_grid({"first": res, "second": res}, ["w", "x", "y", "z"], title="t")
+    fig = plots.confusion_grid({"first": res, "second": res}, ["w", "x", "y", "z"], title="t")
     try:
         panels = [ax for ax in fig.axes if ax.get_xlabel() == "predicted class"]
         assert len(panels) == 2
@@ -135,7 +136,7 @@ def test_confusion_grid_has_one_panel_per_result(toy):
     finally:
         plt.close(fig)
     with pytest.raises(ValueError):
-        compare.confusion_grid({}, ["a"])
+        plots.confusion_grid({}, ["a"])
 
 
 # ---------------------------------------------------------------------------- modality gap
@@ -237,7 +238,7 @@ def test_window_breakdown_matches_the_engine(tiny_clap, data_root, tmp_path):
     assert list(table["predicted"]) == [classes[i] for i in scores.argmax(axis=1)]
     assert table.loc["average", "cos_to_average"] == pytest.approx(1.0, abs=1e-6)
 
-    fig = compare.window_figure(path, table, title="track")
+    fig = plots.window_accuracy(path, table, title="track")
     try:
         dashed = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "--"]
         assert sorted(ln.get_xdata()[0] for ln in dashed) == [0.0, 10.0]

@@ -1,7 +1,7 @@
-"""Tests for clap_helpers.label_free and adapt.crossval(mode="label_free").
+"""Tests for clap_helpers.evaluation.label_free and adapt.crossval(mode="label_free").
 
 Each mechanism is checked on hand-made embeddings whose right answer is known; the method as a
-whole on the CLAP-like simulator of clap_helpers.embedding_sim.
+whole on the CLAP-like simulator of clap_helpers.evaluation.simulator.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clap_helpers import adapt, embedding_sim, label_free
+from clap_helpers.evaluation import adapt, label_free
+from clap_helpers.evaluation import simulator as embedding_sim
 
 
 def _unit(x):

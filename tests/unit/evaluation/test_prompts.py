@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from clap_helpers import prompts as pr
-from clap_helpers.download import AUDIOSET_CLASSES
+from clap_helpers.data.download import AUDIOSET_CLASSES
+from clap_helpers.evaluation import prompts as pr
 
 ESC50 = (
     "dog rooster pig cow frog cat hen insects sheep crow rain sea_waves crackling_fire crickets "

@@ -1,4 +1,4 @@
-"""Tests for clap_helpers.robustness (notebook 08_adaptation): backgrounds, soundscape sets,
+"""Tests for clap_helpers.evaluation.robustness (notebook 08_adaptation): backgrounds, soundscape sets,
 per-condition evaluation with domain adaptation, tables and figures."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from clap_helpers import adapt, datasets, robustness
+from clap_helpers import plots
+from clap_helpers.data import loaders as datasets
+from clap_helpers.data import soundscapes
+from clap_helpers.evaluation import adapt, results, robustness
 
 SR = 48000
 
@@ -41,14 +44,14 @@ def _crossval_results():
 
 def test_summarize_modes_and_fold_table():
     results = _crossval_results()
-    modes = robustness.summarize_modes(results)
+    modes = adapt.summarize_modes(results)
     assert list(modes) == ["zs", "tgap", "sv", "linear"]
     for mode, summary in modes.items():
         assert set(summary) == {"mean", "std", "per_fold"}
         assert summary["mean"] == pytest.approx(results[mode]["mean"])
         assert summary["per_fold"] == results[mode]["per_fold"]
         assert all(isinstance(v, float) for v in summary["per_fold"].values())
-    table = robustness.fold_table(results)
+    table = adapt.fold_table(results)
     assert list(table.columns) == ["zs", "tgap", "sv", "linear"]
     assert list(table.index) == [1, 2, 3, "mean", "std"]
     assert table.loc["mean", "sv"] == pytest.approx(results["sv"]["mean"])
@@ -60,19 +63,19 @@ def test_summarize_modes_and_fold_table():
 
 
 def test_compare_bars_draws_ours_and_published():
-    results = _crossval_results()
-    table = adapt.compare_table(results, "esc50", model="tiny")
-    fig = robustness.compare_bars(table, title="t")
+    runs = _crossval_results()
+    table = results.compare_table(runs, "esc50", model="tiny")
+    fig = plots.compare_bars(table, title="t")
     ax = fig.axes[0]
     assert len(ax.patches) == len(table)  # one bar per row
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "ours (tiny) · zero-shot"
     assert any(label.startswith("MS-CLAP 2023 · zero-shot") for label in labels)
     # our zero-shot bar has the length of our mean in %
-    assert ax.patches[0].get_width() == pytest.approx(100 * results["zs"]["mean"])
+    assert ax.patches[0].get_width() == pytest.approx(100 * runs["zs"]["mean"])
     plt.close(fig)
     fig2, ax2 = plt.subplots()
-    assert robustness.compare_bars(table, ax=ax2) is fig2
+    assert plots.compare_bars(table, ax=ax2) is fig2
     plt.close(fig2)
 
 
@@ -140,31 +143,31 @@ def test_background_table_needs_two_source_recordings(tmp_path):
 
 def test_foreground_subset_excludes_backgrounds_and_balances_folds(esc50):
     clips, _ = esc50
-    fg = robustness.foreground_subset(clips, 20, exclude_classes=["rain"], seed=0)
+    fg = soundscapes.foreground_subset(clips, 20, exclude_classes=["rain"], seed=0)
     assert len(fg) == 20 and "rain" not in set(fg["label"])
     assert fg["label"].value_counts().tolist() == [5, 5, 5, 5]
     assert fg["fold"].value_counts().tolist() == [4, 4, 4, 4, 4]
     assert fg.index.isin(clips.index).all()
-    pd.testing.assert_frame_equal(fg, robustness.foreground_subset(clips, 20, ["rain"], seed=0))
-    smaller = robustness.foreground_subset(clips, 12, ["rain"], seed=0)
+    pd.testing.assert_frame_equal(fg, soundscapes.foreground_subset(clips, 20, ["rain"], seed=0))
+    smaller = soundscapes.foreground_subset(clips, 12, ["rain"], seed=0)
     assert set(smaller.index) <= set(fg.index)
     assert smaller["label"].value_counts().tolist() == [3, 3, 3, 3]
     assert smaller["fold"].value_counts().max() - smaller["fold"].value_counts().min() <= 1
-    four = robustness.foreground_subset(clips, 4, ["rain"], seed=5)
+    four = soundscapes.foreground_subset(clips, 4, ["rain"], seed=5)
     assert four["label"].nunique() == 4 and four["fold"].nunique() == 4
     assert list(four.index) == sorted(four.index)  # dataset order kept
     # fewer classes than folds (like UrbanSound8K minus its backgrounds): still even
     cells = [(f"c{c}", fold, i) for c in range(3) for fold in range(1, 11) for i in range(20)]
     table = pd.DataFrame(cells, columns=["label", "fold", "i"])
     for n in (7, 12, 45):
-        sub = robustness.foreground_subset(table, n, seed=n)
+        sub = soundscapes.foreground_subset(table, n, seed=n)
         for column in ("label", "fold"):
             counts = sub[column].value_counts().reindex(table[column].unique(), fill_value=0)
             assert counts.max() - counts.min() <= 1, (n, column, counts.tolist())
-    everything = robustness.foreground_subset(clips, None, ["rain"])
+    everything = soundscapes.foreground_subset(clips, None, ["rain"])
     assert len(everything) == (clips["label"] != "rain").sum()
     with pytest.raises(ValueError, match="no foreground"):
-        robustness.foreground_subset(clips[clips.label == "rain"], 4, ["rain"])
+        soundscapes.foreground_subset(clips[clips.label == "rain"], 4, ["rain"])
 
 
 # ------------------------------------------------------------------------------ soundscapes
@@ -173,8 +176,8 @@ def test_foreground_subset_excludes_backgrounds_and_balances_folds(esc50):
 def test_build_soundscapes_pairs_conditions_and_reuses_files(esc50, tmp_path):
     clips, _ = esc50
     bgs = robustness.background_table(clips, ["rain"], seed=0)
-    fg = robustness.foreground_subset(clips, 4, ["rain"], seed=0)
-    items = robustness.build_soundscapes(fg, bgs, [10, 0], tmp_path, seed=1, duration_s=2.0)
+    fg = soundscapes.foreground_subset(clips, 4, ["rain"], seed=0)
+    items = soundscapes.build_soundscapes(fg, bgs, [10, 0], tmp_path, seed=1, duration_s=2.0)
     assert list(items["condition"]) == ["clean"] * 4 + ["10 dB"] * 4 + ["0 dB"] * 4
     assert items.attrs["n_failed"] == 0
     clean = items[items["condition"] == "clean"]
@@ -191,23 +194,23 @@ def test_build_soundscapes_pairs_conditions_and_reuses_files(esc50, tmp_path):
         assert sr == SR and x.shape == (2 * SR,)
     # a second call reads the manifest back: same table, files untouched
     mtimes = [Path(p).stat().st_mtime_ns for p in mixed["path"]]
-    again = robustness.build_soundscapes(fg, bgs, [10, 0], tmp_path, seed=1, duration_s=2.0)
+    again = soundscapes.build_soundscapes(fg, bgs, [10, 0], tmp_path, seed=1, duration_s=2.0)
     pd.testing.assert_frame_equal(items, again)
     assert mtimes == [Path(p).stat().st_mtime_ns for p in again["path"][4:]]
     # another seed is another set, in another folder
-    other = robustness.build_soundscapes(fg, bgs, [10], tmp_path, seed=2, duration_s=2.0)
+    other = soundscapes.build_soundscapes(fg, bgs, [10], tmp_path, seed=2, duration_s=2.0)
     assert other.attrs["folder"] != items.attrs["folder"]
 
 
 def test_build_soundscapes_drops_a_broken_foreground_everywhere(esc50, tmp_path):
     clips, _ = esc50
     bgs = robustness.background_table(clips, ["rain"], seed=0)
-    fg = robustness.foreground_subset(clips, 3, ["rain"], seed=0).copy()
+    fg = soundscapes.foreground_subset(clips, 3, ["rain"], seed=0).copy()
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not audio")
     fg.iloc[1, fg.columns.get_loc("path")] = str(broken)
     with pytest.warns(UserWarning, match="2 files were skipped"):
-        items = robustness.build_soundscapes(
+        items = soundscapes.build_soundscapes(
             fg, bgs, [6, 0], tmp_path / "s", seed=0, duration_s=1.0
         )
     assert str(broken) not in set(items["foreground"])
@@ -215,7 +218,7 @@ def test_build_soundscapes_drops_a_broken_foreground_everywhere(esc50, tmp_path)
     assert items.attrs["n_failed"] == 2 and items.attrs["failures"][0][1] == str(broken)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again = robustness.build_soundscapes(
+        again = soundscapes.build_soundscapes(
             fg, bgs, [6, 0], tmp_path / "s", seed=0, duration_s=1.0
         )
     assert again.attrs["n_failed"] == 2  # failures are remembered by the manifest
@@ -273,7 +276,7 @@ def _noisy_world(n_folds: int = 3, per_class: int = 4):
             for _ in range(2):
                 event = np.eye(6)[c] + rng.normal(0, 0.02, 6)
                 for snr, w in ((np.inf, 0.0), (10.0, 0.5), (0.0, 2.0)):
-                    rows.append((c, fold, "rain", snr, robustness.condition_label(snr)))
+                    rows.append((c, fold, "rain", snr, soundscapes.condition_label(snr)))
                     emb.append(_unit(event + w * rain))
     items = pd.DataFrame(rows, columns=["target", "fold", "background", "snr_db", "condition"])
     text_bg = {"rain": np.tile(text[2], (3, 1))}
@@ -425,9 +428,9 @@ def test_tau_table_starts_from_the_unadapted_score():
 
 
 def test_labels():
-    assert robustness.condition_label(np.inf) == "clean"
-    assert robustness.condition_label(6.0) == "6 dB"
-    assert robustness.condition_label(-2.5) == "-2.5 dB"
+    assert soundscapes.condition_label(np.inf) == "clean"
+    assert soundscapes.condition_label(6.0) == "6 dB"
+    assert soundscapes.condition_label(-2.5) == "-2.5 dB"
     assert robustness.method_label("tgap", "none") == "tgap"
     assert robustness.method_label("zs", "audio") == "zs + audio DA"
 
@@ -445,20 +448,20 @@ def test_robustness_figures():
         audio_backgrounds=audio_bg,
         top_n=4,
     )
-    fig = robustness.accuracy_vs_snr(long, tau=0.5, chance=1 / 3)
+    fig = plots.accuracy_vs_snr(long, tau=0.5, chance=1 / 3)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "10 dB", "0 dB"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "zs + audio DA" in legend and "chance" in legend and len(legend) == 7
     plt.close(fig)
-    fig = robustness.tau_sweep(long)
+    fig = plots.tau_sweep(long)
     assert len(fig.axes) == 3
     assert [a.get_title() for a in fig.axes] == ["clean", "10 dB", "0 dB"]
     assert len(fig.axes[0].get_lines()) == 4  # zs/tgap x text/audio
     plt.close(fig)
     fig, axes = plt.subplots(1, 2)
     with pytest.raises(ValueError, match="need 3 axes"):
-        robustness.tau_sweep(long, axes=axes)
+        plots.tau_sweep(long, axes=axes)
     plt.close(fig)
 
 
@@ -466,13 +469,13 @@ def test_robustness_figures():
 
 
 def test_soundscapes_embed_and_evaluate_with_the_tiny_model(esc50, tiny_clap, tmp_path):
-    from clap_helpers.embed import load_clap
+    from clap_helpers.embedding.encoder import load_clap
 
     clips, classes = esc50
     enc = load_clap(tiny_clap, device="cpu", precision="fp32", cache_dir=tmp_path / "cache")
     bgs = robustness.background_table(clips, ["rain"], seed=0)
-    fg = robustness.foreground_subset(clips, 4, ["rain"], seed=0)
-    items = robustness.build_soundscapes(fg, bgs, [0], tmp_path / "scapes", duration_s=10.0)
+    fg = soundscapes.foreground_subset(clips, 4, ["rain"], seed=0)
+    items = soundscapes.build_soundscapes(fg, bgs, [0], tmp_path / "scapes", duration_s=10.0)
     item_emb = enc.embed_audio(items["path"], batch_size=4, progress=False)
     assert item_emb.shape == (8, enc.dim) and np.isfinite(item_emb).all()
     np.testing.assert_allclose(np.linalg.norm(item_emb, axis=1), 1.0, rtol=1e-5)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from clap_helpers import zeroshot as zs
+from clap_helpers.evaluation import results
+from clap_helpers.evaluation import zeroshot as zs
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -180,7 +181,7 @@ def test_results_table_and_class_deltas(toy):
     rng = np.random.default_rng(3)
     good = zs.evaluate(audio, labels, text)
     noisy = zs.evaluate(_unit(audio + 0.5 * rng.normal(size=audio.shape)), labels, text)
-    table = zs.results_table({"noisy": noisy, "clean": zs.to_jsonable(good)})
+    table = zs.results_table({"noisy": noisy, "clean": results.to_jsonable(good)})
     assert list(table.index) == ["noisy", "clean"]
     assert list(table.columns)[:3] == ["top1", "top3", "top5"]
     assert table.loc["clean", "top1"] == 1.0
@@ -195,12 +196,12 @@ def test_to_jsonable_round_trips(toy):
     audio, labels, text = toy
     r = zs.evaluate(audio, labels, text)
     r["per_class"][0] = np.nan
-    out = json.loads(json.dumps(zs.to_jsonable(r), allow_nan=False))
+    out = json.loads(json.dumps(results.to_jsonable(r), allow_nan=False))
     assert out["top1"] == 1.0 and out["per_class"][0] is None
     assert out["confusion"][1][1] == 12
     df = zs.per_fold(audio, labels, labels % 2, text)
-    assert json.dumps(zs.to_jsonable(df), allow_nan=False)
-    assert isinstance(zs.to_jsonable({np.int64(3): np.float32(0.5)}), dict)
+    assert json.dumps(results.to_jsonable(df), allow_nan=False)
+    assert isinstance(results.to_jsonable({np.int64(3): np.float32(0.5)}), dict)
     assert pd.isna(zs.results_table({"x": {"top1": None}}).loc["x", "top1"])
 
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 
 from clap_helpers import plots  # noqa: E402
-from clap_helpers import zeroshot as zs  # noqa: E402
+from clap_helpers.evaluation import zeroshot as zs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

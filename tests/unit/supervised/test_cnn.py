@@ -1,4 +1,4 @@
-"""Tests for clap_helpers.cnn and clap_helpers.training (notebook 09_cnn_baseline).
+"""Tests for clap_helpers.supervised.protocol and clap_helpers.supervised.training (notebook 09_cnn_baseline).
 
 Everything runs on small synthetic spectrograms (48 frames x 32 mels) and a few 1 s WAV files.
 """
@@ -15,8 +15,9 @@ import soundfile as sf
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from clap_helpers import cnn, training
-from clap_helpers.cache import CacheWarning
+from clap_helpers import supervised
+from clap_helpers.embedding.cache import CacheWarning
+from clap_helpers.supervised import training
 
 SHAPE = (1, 48, 32)  # (channels, frames, mels): small, but enough for 5 halvings
 
@@ -83,7 +84,7 @@ def _runs(mask: np.ndarray) -> list[int]:
 def test_specaugment_masks_exactly_what_it_says():
     fill = -7.5
     x = torch.randn(16, 1, 60, 20) * 10
-    aug = cnn.SpecAugment(
+    aug = supervised.SpecAugment(
         crop_fraction=1.0,
         time_masks=2,
         max_time_width=10,
@@ -111,7 +112,7 @@ def test_specaugment_masks_exactly_what_it_says():
 
 def test_specaugment_is_seeded_and_a_no_op_in_eval():
     x = torch.randn(4, 1, 50, 24)
-    a, b = cnn.SpecAugment(seed=1), cnn.SpecAugment(seed=1)
+    a, b = supervised.SpecAugment(seed=1), supervised.SpecAugment(seed=1)
     first = a(x)
     assert torch.equal(first, b(x))
     assert not torch.equal(first, a(x))  # the stream moves on
@@ -123,7 +124,7 @@ def test_specaugment_is_seeded_and_a_no_op_in_eval():
 
 def test_specaugment_crop_keeps_consecutive_frames():
     x = torch.arange(50, dtype=torch.float32).repeat(6, 1, 8, 1).transpose(2, 3)  # (6,1,50,8)
-    aug = cnn.SpecAugment(crop_fraction=0.5, time_masks=0, freq_masks=0, seed=0)
+    aug = supervised.SpecAugment(crop_fraction=0.5, time_masks=0, freq_masks=0, seed=0)
     out = aug(x)
     assert out.shape == (6, 1, 25, 8)
     starts = out[:, 0, 0, 0]
@@ -136,16 +137,16 @@ def test_specaugment_crop_keeps_consecutive_frames():
 # ----------------------------------------------------------------------------------------------
 # Models and checkpoints
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(cnn.MODELS))
+@pytest.mark.parametrize("name", list(supervised.MODELS))
 def test_model_shapes_and_overfits_a_tiny_batch(name):
     torch.manual_seed(0)
     x = torch.randn(6, *SHAPE) * 10 - 40
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    model = cnn.build_model(name, n_classes=3)
+    model = supervised.build_model(name, n_classes=3)
     assert model(x).shape == (6, 3)
     assert model(x[:, :, :37]).shape == (6, 3)  # any number of frames (crops)
     if name == "resnet18":  # same code, a quarter of the width: 10x faster to train here
-        model = cnn.build_model(name, n_classes=3, width=16)
+        model = supervised.build_model(name, n_classes=3, width=16)
     model.set_input_stats(float(x.mean()), float(x.std()))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
@@ -161,16 +162,16 @@ def test_model_shapes_and_overfits_a_tiny_batch(name):
 
 def test_build_model_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown model"):
-        cnn.build_model("vgg", 3)
-    assert cnn.model_names("all") == list(cnn.MODELS)
-    assert cnn.model_names("cnn4") == ["cnn4"]
+        supervised.build_model("vgg", 3)
+    assert supervised.model_names("all") == list(supervised.MODELS)
+    assert supervised.model_names("cnn4") == ["cnn4"]
     with pytest.raises(ValueError):
-        cnn.model_names(["cnn4", "nope"])
+        supervised.model_names(["cnn4", "nope"])
 
 
 def test_checkpoint_reload_gives_identical_predictions(tmp_path):
     torch.manual_seed(0)
-    model = cnn.build_model("cnn8", 4, dropout=0.1)
+    model = supervised.build_model("cnn8", 4, dropout=0.1)
     x = torch.randn(8, *SHAPE)
     model.set_input_stats(0.5, 2.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -180,8 +181,8 @@ def test_checkpoint_reload_gives_identical_predictions(tmp_path):
         loss.backward()
         opt.step()
     model.eval()
-    path = cnn.save_model(tmp_path / "m.pt", model, "cnn8", model_kwargs={"dropout": 0.1})
-    loaded, meta = cnn.load_model(path)
+    path = supervised.save_model(tmp_path / "m.pt", model, "cnn8", model_kwargs={"dropout": 0.1})
+    loaded, meta = supervised.load_model(path)
     assert meta["model_name"] == "cnn8" and meta["n_classes"] == 4
     assert float(loaded.input_mean) == 0.5 and float(loaded.input_std) == 2.0
     with torch.no_grad():
@@ -226,8 +227,8 @@ def test_feature_cache_hit_bad_file_and_corrupt_chunk(tmp_path):
     bad.write_bytes(b"RIFF\x00\x00 this is not audio")
     files = [paths[0], bad, paths[1], paths[2]]
     kw = {"name": "test", "cache_dir": tmp_path / "cache", "max_length_s": 1.0, "progress": False}
-    with pytest.warns(cnn.FeatureWarning) as caught:
-        first = cnn.logmel_features(files, **kw)
+    with pytest.warns(supervised.FeatureWarning) as caught:
+        first = supervised.logmel_features(files, **kw)
     messages = [str(w.message) for w in caught]
     assert any("broken.wav" in m for m in messages) and any("1 of 4" in m for m in messages)
     assert first.x.shape == (4, 1, 101, 64) and first.x.dtype == np.float32
@@ -235,8 +236,8 @@ def test_feature_cache_hit_bad_file_and_corrupt_chunk(tmp_path):
     assert first.failures[0][0] == str(bad) and first.n_computed == 3
     assert np.isnan(first.x[1]).all() and np.isfinite(first.x[first.ok]).all()
 
-    with pytest.warns(cnn.FeatureWarning):  # the bad file is never cached: reported again
-        second = cnn.logmel_features(files, **kw)
+    with pytest.warns(supervised.FeatureWarning):  # the bad file is never cached: reported again
+        second = supervised.logmel_features(files, **kw)
     assert second.n_cached == 3 and second.n_computed == 0
     np.testing.assert_array_equal(second.x[second.ok], first.x[first.ok])
 
@@ -245,11 +246,11 @@ def test_feature_cache_hit_bad_file_and_corrupt_chunk(tmp_path):
     for chunk in chunks:  # truncate every chunk: unreadable
         chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     with pytest.warns(CacheWarning):
-        third = cnn.logmel_features(paths, **kw)
+        third = supervised.logmel_features(paths, **kw)
     assert third.n_computed == 3 and third.n_cached == 0
     np.testing.assert_array_equal(third.x, first.x[first.ok])
     # another window length is another namespace: nothing cached yet
-    assert cnn.logmel_features(paths, **{**kw, "max_length_s": 0.5}).n_computed == 3
+    assert supervised.logmel_features(paths, **{**kw, "max_length_s": 0.5}).n_computed == 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,10 +269,10 @@ def _toy_dataset(n_per_class=8, n_classes=3):
 
 def test_validation_split_is_stratified():
     y = np.repeat([0, 1, 2], [10, 4, 1])
-    val = cnn.validation_split(y, 0.25, seed=0)
+    val = supervised.validation_split(y, 0.25, seed=0)
     assert val[y == 0].sum() == 2 and val[y == 1].sum() == 1 and val[y == 2].sum() == 0
-    assert np.array_equal(val, cnn.validation_split(y, 0.25, seed=0))
-    assert not cnn.validation_split(y, 0.0).any()
+    assert np.array_equal(val, supervised.validation_split(y, 0.25, seed=0))
+    assert not supervised.validation_split(y, 0.0).any()
 
 
 EXPECTED_COLUMNS = (
@@ -284,7 +285,9 @@ EXPECTED_COLUMNS = (
 def test_train_folds_end_to_end(tmp_path):
     x, y, folds = _toy_dataset()
     kw = dict(model="cnn4", test_folds="all", epochs=2, batch_size=8, device="cpu", progress=False)
-    run = cnn.train_folds(x, y, folds, run_dir=tmp_path / "runs", classes=["a", "b", "c"], **kw)
+    run = supervised.train_folds(
+        x, y, folds, run_dir=tmp_path / "runs", classes=["a", "b", "c"], **kw
+    )
     assert run["folds"] == [1, 2] and run["device"] == "cpu" and run["precision"] == "fp32"
     assert list(run["per_fold"]["fold"]) == [1, 2]
     assert (run["per_fold"][["n_train", "n_val", "n_test"]].to_numpy() == [[9, 3, 12]] * 2).all()
@@ -297,40 +300,44 @@ def test_train_folds_end_to_end(tmp_path):
         assert log["epoch"].tolist() == [1, 2] and log["fold"].eq(fold).all()
         assert log[[c for c in EXPECTED_COLUMNS if "_" in c]].notna().all().all()
         # the kept checkpoint reproduces the reported test predictions
-        model, meta = cnn.load_model(run["checkpoints"][fold])
+        model, meta = supervised.load_model(run["checkpoints"][fold])
         assert meta["classes"] == ["a", "b", "c"] and meta["fold"] == fold
         test = folds == fold
         pred = training.predict_logits(model, torch.from_numpy(x[test])).argmax(1).numpy()
         np.testing.assert_array_equal(pred, run["predictions"][test])
 
-    again = cnn.train_folds(x, y, folds, **kw)  # same seed: bit-identical on the CPU
+    again = supervised.train_folds(x, y, folds, **kw)  # same seed: bit-identical on the CPU
     cols = [c for c in EXPECTED_COLUMNS if c.endswith("_loss")]
     pd.testing.assert_frame_equal(again["history"][cols], run["history"][cols])
 
-    table = cnn.summary_table({"cnn4": run})
+    table = supervised.summary_table({"cnn4": run})
     assert table.loc[0, "accuracy"] == pytest.approx(run["mean"])
 
 
 def test_train_folds_skips_failed_rows_and_checks_folds():
     x, y, folds = _toy_dataset()
-    feats = cnn.LogMelSet(x=x.copy(), ok=np.ones(len(y), dtype=bool))
+    feats = supervised.LogMelSet(x=x.copy(), ok=np.ones(len(y), dtype=bool))
     feats.ok[0] = False
     feats.x[0] = np.nan
-    run = cnn.train_folds(feats, y, folds, model="cnn4", epochs=1, batch_size=8, progress=False)
+    run = supervised.train_folds(
+        feats, y, folds, model="cnn4", epochs=1, batch_size=8, progress=False
+    )
     assert run["n_failed"] == 1 and run["predictions"][0] == -1 and run["folds"] == [1]
     with pytest.raises(ValueError, match="fold"):
-        cnn.train_folds(x, y, folds, test_folds=[7], epochs=1, progress=False)
+        supervised.train_folds(x, y, folds, test_folds=[7], epochs=1, progress=False)
 
 
 def test_compare_table_reads_results_or_says_not_run(tmp_path):
     run = {"folds": [1], "mean": 0.5, "std": float("nan")}
-    missing = cnn.compare_table({"cnn8": run}, tmp_path / "nope.json", tmp_path / "nope2.json")
+    missing = supervised.compare_table(
+        {"cnn8": run}, tmp_path / "nope.json", tmp_path / "nope2.json"
+    )
     assert list(missing["source"]) == ["this notebook", "not run", "not run"]
     assert missing.loc[0, "accuracy"] == pytest.approx(50.0)
     (tmp_path / "zs.json").write_text(json.dumps({"top1": 0.8}))
     modes = {"modes": {"linear": {"mean": 0.9, "std": 0.01}, "sv": 0.85}}
     (tmp_path / "ad.json").write_text(json.dumps(modes))
-    table = cnn.compare_table({"cnn8": run}, tmp_path / "zs.json", tmp_path / "ad.json")
+    table = supervised.compare_table({"cnn8": run}, tmp_path / "zs.json", tmp_path / "ad.json")
     assert table["method"].tolist() == [
         "CNN cnn8 (with SpecAugment)",
         "CLAP zero-shot",
