@@ -203,7 +203,7 @@ class SearchApp:
         emap = self.map
         state["method"] = emap.method
         query_xy = None if state.get("query") is None else emap.place(state["query"])
-        return plots.map_figure(
+        return plots.query_map(
             emap, self.index.clips, query_xy, state.get("hits", ()), state.get("label") or "query"
         )
 

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import nbformat
 
-from ..evaluation.results import load_results
+from ..evaluation.results import load_results, save_results
 from ..paths import project_root
 
 __all__ = [
+    "load_results",  # re-exported from clap_helpers.evaluation.results (ch.runner.save_results)
+    "save_results",
     "declared_parameters",
     "FIXTURE_OVERRIDES",
     "fixture_parameters",

@@ -56,6 +56,7 @@ from .shards import (
     output_schema,
     read_embeddings,
     read_metadata,
+    read_table,
     written_paths,
 )
 
@@ -67,6 +68,14 @@ __all__ = [
     "init_local_ray",
     "main",
     "parse_args",
+    # the shard store's reading side, re-exported: ch.distributed.read_embeddings(...)
+    "DistributedError",
+    "expand_files",
+    "normalize_path",
+    "output_schema",
+    "read_embeddings",
+    "read_metadata",
+    "read_table",
 ]
 
 DECODE_TASK_MEMORY = 512 * 2**20  # bytes: the worker (~300 MB with torch) + a decoded clip

@@ -14,7 +14,7 @@ from .adaptation import accuracy_vs_snr, compare_bars, tau_sweep
 from .audio import augmentation, compute_logmel, waveform_and_logmel
 from .core import class_colors, save
 from .datasets import class_balance, durations
-from .maps import embedding_coords, embedding_map, map_figure, query_maps
+from .maps import embedding_coords, embedding_map, query_map, query_maps
 from .scores import (
     ap_bars,
     class_deltas,
@@ -42,7 +42,7 @@ __all__ = [
     "embedding_coords",
     "embedding_map",
     "learning_curves",
-    "map_figure",
+    "query_map",
     "per_fold_bars",
     "query_maps",
     "save",

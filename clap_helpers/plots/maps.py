@@ -21,7 +21,7 @@ from .core import class_colors, display_name, fig_ax
 __all__ = [
     "embedding_coords",
     "embedding_map",
-    "map_figure",
+    "query_map",
     "query_maps",
     "TEXT_MARKERS",
 ]
@@ -196,7 +196,7 @@ def embedding_map(
     return fig
 
 
-def map_figure(
+def query_map(
     emap: EmbeddingMap,
     clips: pd.DataFrame,
     query_xy: Any = None,
@@ -280,7 +280,7 @@ def query_maps(
     methods: Sequence[str] = ("pca", "tsne"),
     seed: int = 0,
 ) -> Figure:
-    """One :func:`map_figure` panel per method (fitted on ``index``) with a text query and its
+    """One :func:`query_map` panel per method (fitted on ``index``) with a text query and its
     top-k clips marked: a plain Figure, 6.5 in wide per panel."""
     from matplotlib.figure import Figure
 
@@ -291,5 +291,5 @@ def query_maps(
     fig = Figure(figsize=(6.5 * len(methods), 5.5), layout="constrained")
     for ax, method in zip(fig.subplots(1, len(methods), squeeze=False)[0], methods, strict=True):
         emap = EmbeddingMap.fit(index.embeddings, method, seed)
-        map_figure(emap, index.clips, emap.place(q), rows, f'"{query}"', ax=ax)
+        query_map(emap, index.clips, emap.place(q), rows, f'"{query}"', ax=ax)
     return fig

@@ -50,7 +50,7 @@ NAMES = {
         "training",
     ),
     **dict.fromkeys(
-        ("compare_table", "summary_table", "train_folds", "validation_split"), "protocol"
+        ("versus_clap_table", "summary_table", "train_folds", "validation_split"), "protocol"
     ),
 }
 __all__ = sorted([*MODULES, *NAMES])

@@ -45,7 +45,7 @@ from .training import (
     fit,
 )
 
-__all__ = ["compare_table", "summary_table", "train_folds", "validation_split"]
+__all__ = ["versus_clap_table", "summary_table", "train_folds", "validation_split"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ def _read_results(path: str | os.PathLike | None) -> dict | None:
         return None
 
 
-def compare_table(
+def versus_clap_table(
     runs: Mapping[str, Mapping[str, Any]],
     zeroshot_results: str | os.PathLike | None = "results/02_esc50_zeroshot.json",
     adaptation_results: str | os.PathLike | None = "results/08_adaptation.json",

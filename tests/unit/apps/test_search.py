@@ -228,7 +228,7 @@ def test_maps_place_queries(toy_index):
     w = np.cos(np.deg2rad([0.0, 10.0, 90.0]))
     expected = (w[:, None] * xy[[0, 3, 1]]).sum(0) / w.sum()
     np.testing.assert_allclose(tsne.place(unit(0)[0], neighbours=3), expected, atol=1e-5)
-    fig = plots.map_figure(tsne, toy_index.clips, [1.0, 1.0], [0, 3], "a dog")
+    fig = plots.query_map(tsne, toy_index.clips, [1.0, 1.0], [0, 3], "a dog")
     assert fig.axes[0].get_title() == "t-SNE map of 4 clips"
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from clap_helpers.devtools.fixtures import tiny_clap
+from clap_helpers.devtools.fixtures import tiny_clap, tiny_tokenizer
 from clap_helpers.devtools.fixtures.tiny_clap import PROJECTION_DIM, make_tiny_clap
 
 SR = 48_000
@@ -134,7 +134,7 @@ def test_tokenizer_loads_and_tokenises(unfused, loaded):
 
     _, processor = loaded
     tok = AutoTokenizer.from_pretrained(unfused)
-    assert [tok.convert_tokens_to_ids(s) for s in tiny_clap.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert [tok.convert_tokens_to_ids(s) for s in tiny_tokenizer.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
     assert (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id) == (0, 1, 2)
     texts = [*PROMPTS, "An unseen word: zygomorphic flügelhorn, 猫 and 🐶!"]
     ids = [tok(t)["input_ids"] for t in texts]

@@ -26,7 +26,7 @@ from clap_helpers.data.audio import (
     load_audio,
 )
 from clap_helpers.data.loaders import load
-from clap_helpers.embedding import encoder as embed
+from clap_helpers.embedding import decoding
 from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -145,14 +145,14 @@ def clips(tmp_path_factory):
 
 def test_memory_error_in_embed_audio_is_one_named_failure(tiny_clap, clips, monkeypatch):
     enc = load_clap(tiny_clap, device="cpu", precision="fp32", num_workers=0)
-    real = embed.load_audio
+    real = decoding.load_audio
 
     def flaky(path, *args, **kwargs):
         if path == clips[1]:
             raise MemoryError
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(embed, "load_audio", flaky)
+    monkeypatch.setattr(decoding, "load_audio", flaky)
     with pytest.warns(EmbeddingWarning, match=r"clip1.wav: out of memory"):
         emb = enc.embed_audio(clips, cache_dir=False, progress=False)
     assert np.isnan(emb[1]).all() and np.isfinite(emb[[0, 2]]).all()

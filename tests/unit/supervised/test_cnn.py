@@ -329,7 +329,7 @@ def test_train_folds_skips_failed_rows_and_checks_folds():
 
 def test_compare_table_reads_results_or_says_not_run(tmp_path):
     run = {"folds": [1], "mean": 0.5, "std": float("nan")}
-    missing = supervised.compare_table(
+    missing = supervised.versus_clap_table(
         {"cnn8": run}, tmp_path / "nope.json", tmp_path / "nope2.json"
     )
     assert list(missing["source"]) == ["this notebook", "not run", "not run"]
@@ -337,7 +337,7 @@ def test_compare_table_reads_results_or_says_not_run(tmp_path):
     (tmp_path / "zs.json").write_text(json.dumps({"top1": 0.8}))
     modes = {"modes": {"linear": {"mean": 0.9, "std": 0.01}, "sv": 0.85}}
     (tmp_path / "ad.json").write_text(json.dumps(modes))
-    table = supervised.compare_table({"cnn8": run}, tmp_path / "zs.json", tmp_path / "ad.json")
+    table = supervised.versus_clap_table({"cnn8": run}, tmp_path / "zs.json", tmp_path / "ad.json")
     assert table["method"].tolist() == [
         "CNN cnn8 (with SpecAugment)",
         "CLAP zero-shot",
