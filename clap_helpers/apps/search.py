@@ -196,9 +196,9 @@ def load_collection(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Clips of several datasets in one table: ``(clips, missing)``.
 
-    ``clips`` has the columns of :func:`clap_helpers.datasets.load` that all datasets share
+    ``clips`` has the columns of :func:`clap_helpers.data.loaders.load` that all datasets share
     (path, label, target, fold, dataset), rows dataset after dataset; ``n_samples`` applies per
-    dataset. A dataset that is not downloaded raises :class:`~clap_helpers.datasets.
+    dataset. A dataset that is not downloaded raises :class:`~clap_helpers.data.loaders.
     DatasetNotFoundError` (message names ``bash dataset.sh NAME``), or with ``skip_missing`` goes
     to ``missing`` ({name: message}) and the others are loaded.
     """
@@ -220,7 +220,7 @@ def collection_roots(
     datasets: Iterable[str], data_root: str | os.PathLike = "downloads"
 ) -> list[Path]:
     """The audio folders of ``datasets`` under ``data_root``
-    (:func:`clap_helpers.datasets.audio_folders`): the :attr:`SoundIndex.roots` of a collection
+    (:func:`clap_helpers.data.loaders.audio_folders`): the :attr:`SoundIndex.roots` of a collection
     loaded with :func:`load_collection`."""
     return [f for name in dict.fromkeys(datasets) for f in _datasets.audio_folders(name, data_root)]
 
@@ -233,7 +233,7 @@ class SoundIndex:
         clips: one row per clip, at least ``path``; ``dataset`` and ``label`` are shown in
             results when present.
         embeddings: (N, D) float32, L2-normalised rows, NaN rows for files that failed.
-        encoder: the :class:`~clap_helpers.embed.ClapEncoder` that made them; needed to embed
+        encoder: the :class:`~clap_helpers.embedding.encoder.ClapEncoder` that made them; needed to embed
             text and audio queries (not for :meth:`search`).
         missing: {dataset: message} of datasets :meth:`build` skipped (``skip_missing``).
         roots: the folders the collection's files may come from: the datasets' audio folders

@@ -11,13 +11,13 @@ embeds the collection once (cached on disk, so the next start is quick). The pag
 query box, a query-by-example box (upload or record a sound, or give the path of a clip of the
 collection), the top-k clips with audio players, and a 2-D map of the collection with the query
 and its hits marked: PCA at first, replaced by a t-SNE map computed in a background thread as
-soon as it is ready (see :class:`clap_helpers.search.EmbeddingMap` for how queries are placed).
+soon as it is ready (see :class:`clap_helpers.apps.search.EmbeddingMap` for how queries are placed).
 
 Safety: it listens on 127.0.0.1 unless ``--listen`` (all interfaces) or ``--host`` says
 otherwise, never makes a public share link, and serves audio only from the folders of the indexed
 datasets (Gradio's ``allowed_paths`` are exactly :attr:`SoundIndex.roots`); a path outside the
 collection gets a message, never a file. Queries are limited to
-:data:`clap_helpers.search.MAX_QUERY_CHARS` characters, uploads to ``--max-upload-seconds``
+:data:`clap_helpers.apps.search.MAX_QUERY_CHARS` characters, uploads to ``--max-upload-seconds``
 (default :data:`MAX_UPLOAD_SECONDS`; read from the file's header before decoding) and 50 MB.
 An upload is decoded outside the model lock, so a slow upload never stalls other users' queries.
 

@@ -16,8 +16,8 @@ descriptor 2; they are captured while a file is decoded: known chatter (Xing siz
 dropped, stream errors become part of the :class:`AudioError` or :class:`AudioWarning` naming the
 file, and any other captured text (e.g. another thread's output) is written back to stderr.
 
-Used by: clap_helpers.embed (every notebook that embeds audio), clap_helpers.soundscape and
-clap_helpers.cnn (notebooks 08, 09), and notebook 01_download (durations, example clip).
+Used by: clap_helpers.embedding.encoder (every notebook that embeds audio), clap_helpers.data.soundscapes and
+clap_helpers.supervised (notebooks 08, 09), and notebook 01_download (durations, example clip).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ labels     AudioSet only: list of all the clip's classes (multi-label)
 =========  =====================================================================================
 
 and ``classes`` is the sorted list of class names. The same code reads the real downloads
-(``bash dataset.sh NAME``) and the synthetic fixtures of :mod:`clap_helpers.fixtures`.
+(``bash dataset.sh NAME``) and the synthetic fixtures of :mod:`clap_helpers.devtools.fixtures`.
 
 Used by: every notebook (01_download to 10_sound_search) and ``make demo``.
 """

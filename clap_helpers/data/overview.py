@@ -4,7 +4,7 @@ What the other modules do not cover and notebooks 01, 03 and 04 need:
 
 - 01_download: which of the four datasets are on disk and how to get the others
   (:func:`download_plan`, :func:`fetch_missing`; loading is
-  :func:`clap_helpers.datasets.load_available`), a per-dataset summary of
+  :func:`clap_helpers.data.loaders.load_available`), a per-dataset summary of
   clips, classes, folds and durations (:func:`clip_durations`, :func:`overview_table`), class
   balance tables and figures (:func:`class_balance`, :func:`balance_summary`,
   :func:`class_balance_figure`, :func:`duration_figure`), and an example
@@ -131,9 +131,9 @@ def clip_durations(
 ) -> dict[str, pd.Series]:
     """Clip durations in seconds per dataset, read from the file headers (01_download).
 
-    ``{name: Series}`` from :func:`clap_helpers.datasets.durations` (index = the clips' index,
+    ``{name: Series}`` from :func:`clap_helpers.data.loaders.durations` (index = the clips' index,
     NaN for an unreadable header). With ``n_samples``, only a class-stratified subset of that
-    many clips per dataset is read (:func:`clap_helpers.datasets.stratified_subset`, ``seed``):
+    many clips per dataset is read (:func:`clap_helpers.data.loaders.stratified_subset`, ``seed``):
     reading 8000 MP3 headers takes a while."""
     out = {}
     for name, (clips, _) in loaded.items():

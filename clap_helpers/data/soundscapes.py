@@ -172,7 +172,7 @@ def iter_soundscapes(
 ) -> Iterator[Soundscape]:
     """Yield one :class:`Soundscape` per usable foreground (see :func:`make_soundscapes`).
 
-    A foreground or background that cannot be decoded (``clap_helpers.audio.AudioError``) or is
+    A foreground or background that cannot be decoded (``clap_helpers.data.audio.AudioError``) or is
     silent is skipped with a warning naming it, and ``(path, reason)`` is appended to ``failures``
     if given. Soundscape ``i`` uses its own generator seeded by ``(seed, i)``, so a skipped file
     does not change the others.

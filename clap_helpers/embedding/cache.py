@@ -17,7 +17,7 @@ and merging chunks (:meth:`EmbeddingStore.compact`) holds a lock file (``.lock``
 process loses another's rows. Temporary files left by killed processes are swept once they are
 older than ``_STALE_TMP_S``.
 
-Used by: clap_helpers.embed (every notebook that embeds audio or text) and clap_helpers.search.
+Used by: clap_helpers.embedding.encoder (every notebook that embeds audio or text) and clap_helpers.apps.search.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@
     E = ch.distributed.read_embeddings("runs/esc50_emb", clips["path"])   # (N, D), NaN = missing
 
 The pipeline: the clip list (paths already in the output are skipped) -> decode and resample to
-48 kHz in CPU tasks (the single-process engine's decoder, :func:`clap_helpers.audio.load_audio`)
--> embed in a pool of actors, each holding one :class:`~clap_helpers.embed.ClapEncoder` (loaded
+48 kHz in CPU tasks (the single-process engine's decoder, :func:`clap_helpers.data.audio.load_audio`)
+-> embed in a pool of actors, each holding one :class:`~clap_helpers.embedding.encoder.ClapEncoder` (loaded
 once, on its GPU when ``gpus_per_worker`` > 0) and calling its
-:meth:`~clap_helpers.embed.ClapEncoder.embed_waveforms` (same front-end, windowing, pooling and
-precision as :meth:`~clap_helpers.embed.ClapEncoder.embed_audio`) -> Parquet shards in the output
+:meth:`~clap_helpers.embedding.encoder.ClapEncoder.embed_waveforms` (same front-end, windowing, pooling and
+precision as :meth:`~clap_helpers.embedding.encoder.ClapEncoder.embed_audio`) -> Parquet shards in the output
 folder with columns ``path`` (str), ``embedding`` (list<float32>, null when failed), ``error``
 (null or the reason, e.g. ``"file not found"``) and ``warning`` (null or e.g. ``"silent"``); the
 file metadata (key ``clap_helpers``) holds the model, revision, precision, window and front-end
@@ -132,7 +132,7 @@ def _text(value) -> str | None:
 
 
 class ClapEmbedder:
-    """Ray Data stage 2 (actor pool): one :class:`~clap_helpers.embed.ClapEncoder` per actor.
+    """Ray Data stage 2 (actor pool): one :class:`~clap_helpers.embedding.encoder.ClapEncoder` per actor.
 
     Called on decoded batches; returns a pyarrow table (path, embedding list<float32>, error,
     warning). A batch the model fails on is retried clip by clip, so one bad clip only fails
@@ -274,7 +274,7 @@ def embed_distributed(
     Args:
         out_dir: output folder, local or a pyarrow-filesystem URI; re-runs resume into it.
         paths, dataset (+ data_root), files: the clips (exactly one): a list of paths/URIs, a
-            dataset name for :func:`clap_helpers.datasets.load`, or a ``--files`` spec
+            dataset name for :func:`clap_helpers.data.loaders.load`, or a ``--files`` spec
             (:func:`expand_files`).
         model, revision, precision, window, int16_roundtrip: as :func:`clap_helpers.load_clap`;
             ``precision="auto"`` is resolved once, where the actors run, and used by all.

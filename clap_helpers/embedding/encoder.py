@@ -6,22 +6,22 @@
     E = enc.embed_audio(clips.path, batch_size=32)    # (N, D) float32, L2-normalised rows
     T = enc.embed_text(["This is a sound of dog."])    # (C, D) float32, L2-normalised rows
 
-How a run goes: cached rows are looked up first (:mod:`clap_helpers.cache`); the remaining files
+How a run goes: cached rows are looked up first (:mod:`clap_helpers.embedding.cache`); the remaining files
 are decoded and resampled to 48 kHz in DataLoader worker processes while the model runs; each clip
 is cut into consecutive 10 s windows; the batched torch log-mel front-end
-(:mod:`clap_helpers.frontend`) and the model run on the chosen device and precision; window
+(:mod:`clap_helpers.embedding.frontend`) and the model run on the chosen device and precision; window
 embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished rows go
 to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory) gives a
 NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
 
 Memory: a file is decoded in blocks and cut at ``max_seconds`` (default 30 min, see
-:func:`clap_helpers.audio.load_audio`); a long clip's 10 s windows are copied into model batches of
+:func:`clap_helpers.data.audio.load_audio`); a long clip's 10 s windows are copied into model batches of
 at most ``model_batch_size`` windows as they are needed, never all at once.
 
 Nothing is random: no random crops (transformers' extractor crops long clips at random), and
 fused models get ``is_longer`` from the clip length alone.
 
-Used by: every notebook that embeds audio or text (02-10), clap_helpers.search and the app.
+Used by: every notebook that embeds audio or text (02-10), clap_helpers.apps.search and the app.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def load_clap(
         window: clips longer than 10 s: ``"average"`` (mean of consecutive 10 s windows),
             ``"first"`` (first window only) or ``"fusion"`` (fused checkpoints: the whole clip
             through the deterministic 4-channel fusion front-end).
-        cache_dir: embedding cache (default :func:`clap_helpers.cache.default_cache_dir`;
+        cache_dir: embedding cache (default :func:`clap_helpers.embedding.cache.default_cache_dir`;
             ``False``: no cache). A path that is a file is an error here, not after a run.
         num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
         int16_roundtrip: quantise audio to int16 and back before embedding, as the original
@@ -379,7 +379,7 @@ class ClapEncoder:
 
         A clip that fits one window is passed as it is (the front-end fills it by its padding
         rule), so a batch is only padded to its longest clip, not to 10 s. Longer clips are cut
-        by :func:`clap_helpers.frontend.split_windows` (consecutive windows); only the plan is
+        by :func:`clap_helpers.embedding.frontend.split_windows` (consecutive windows); only the plan is
         computed here (on torch's ``meta`` device, no memory), the samples are copied batch by
         batch in :meth:`_embed_decoded`.
         """
@@ -448,7 +448,7 @@ class ClapEncoder:
         """Embed audio files: -> (N, D) float32, row i for ``paths[i]``, L2-normalised.
 
         Args:
-            paths: audio files (any format :func:`clap_helpers.audio.load_audio` reads).
+            paths: audio files (any format :func:`clap_helpers.data.audio.load_audio` reads).
             batch_size: clips decoded together and windows per model call.
             cache_dir: embedding cache folder; ``None`` = the encoder's (``load_clap``'s
                 ``cache_dir``), ``False`` = no cache.

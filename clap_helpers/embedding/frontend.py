@@ -36,7 +36,7 @@ audio; pure tones in float32 differ in their near-silent bands, see ``stft_dtype
       clip of a batch is longer, the extractor sets a *random* item's ``is_longer`` to True (so a
       short clip alone always gets True there): this front-end never does.
 
-Used by: clap_helpers.embed (every notebook that embeds audio), clap_helpers.cnn (notebook 09).
+Used by: clap_helpers.embedding.encoder (every notebook that embeds audio), clap_helpers.supervised (notebook 09).
 """
 
 from __future__ import annotations

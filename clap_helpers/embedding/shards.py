@@ -232,7 +232,7 @@ def read_embeddings(
     Args:
         out_dir: the run's ``--out`` folder (local path or pyarrow-filesystem URI).
         paths: the clips, e.g. ``clips["path"]`` (local paths are compared made absolute).
-        encoder: a :class:`~clap_helpers.embed.ClapEncoder`; if given, the run must have used the
+        encoder: a :class:`~clap_helpers.embedding.encoder.ClapEncoder`; if given, the run must have used the
             same model and revision (so its text embeddings fit), else ``DistributedError``.
         return_errors: also return a list of N reasons (None where embedded; ``"not in the
             output"`` for missing paths).

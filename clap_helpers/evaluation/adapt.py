@@ -12,7 +12,7 @@ Modes (see :func:`prototypes` and :func:`crossval`):
 - ``"sv"``: supervised prototypes, ``p_c`` = mean of the training clips labelled ``c``.
 - ``"linear"``: a logistic-regression probe (StandardScaler + LogisticRegression, fitted on the
   training folds only).
-- ``"label_free"``: :func:`clap_helpers.label_free.fit` (modality-gap centring, estimated class
+- ``"label_free"``: :func:`clap_helpers.evaluation.label_free.fit` (modality-gap centring, estimated class
   prior, Sinkhorn balanced assignment, prototype refinement) on an unlabelled pool: every clip
   (``transductive=True``) or the other folds' clips (``transductive=False``). Reads no label.
 
@@ -283,7 +283,7 @@ def crossval(
             fold the pool is the other folds' audio, and the fitted model is applied to the
             held-out fold. A single fold needs ``transductive=True``.
         label_free: ``"label_free"`` only: keyword arguments of
-            :func:`clap_helpers.label_free.fit` (defaults: ``label_free.DEFAULTS``).
+            :func:`clap_helpers.evaluation.label_free.fit` (defaults: ``label_free.DEFAULTS``).
             ``text_emb`` may then also be an ensemble, (K, C, D).
 
     Returns:
@@ -368,7 +368,7 @@ def crossval(
 
 def label_free_predict(audio_emb, text_emb, **options) -> dict[str, Any]:
     """Label-free classification of unlabelled clips; see
-    :func:`clap_helpers.label_free.label_free_predict` (same arguments and result).
+    :func:`clap_helpers.evaluation.label_free.label_free_predict` (same arguments and result).
 
     Used by: notebooks 02, 03, 04, 06, 08.
     """

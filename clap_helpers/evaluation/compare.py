@@ -171,11 +171,11 @@ def embed_runs(
     Args:
         specs: {run name: (model, window)}, e.g. ``{"general_average": (model, "average"),
             "general_first": (model, "first"), "music_average": (music_model, "average")}``.
-            Models load one at a time (:func:`clap_helpers.embed.load_clap`), so only one is in
+            Models load one at a time (:func:`clap_helpers.embedding.encoder.load_clap`), so only one is in
             memory; a model listed twice is loaded twice (its text embeddings come from the cache).
         paths: the N audio files.
         prompts: {strategy: one prompt or a list of prompts per class}; a list is averaged
-            (:func:`clap_helpers.prompts.ensemble_embeddings`).
+            (:func:`clap_helpers.evaluation.prompts.ensemble_embeddings`).
         batch_size, device, precision, cache_dir: as for ``load_clap`` / ``embed_audio``.
         threshold: :func:`text_spread` warns above this cosine.
         load_kwargs: more ``load_clap`` arguments (e.g. ``num_workers=0``).
@@ -241,7 +241,7 @@ def spread_table(runs: Mapping[str, ModelRun]) -> pd.DataFrame:
 def evaluate_runs(
     runs: Mapping[str, ModelRun], labels: Any, ks: Sequence[int] = (1, 3)
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{run: {strategy: :func:`clap_helpers.zeroshot.evaluate` result}} on labels (N,) (05_fma)."""
+    """{run: {strategy: :func:`clap_helpers.evaluation.zeroshot.evaluate` result}} on labels (N,) (05_fma)."""
     from .zeroshot import evaluate
 
     y = np.asarray(labels)
@@ -309,7 +309,7 @@ def per_split(
 
 
 def agreement(res_a: Mapping[str, Any], res_b: Mapping[str, Any]) -> dict[str, Any]:
-    """Compare two :func:`clap_helpers.zeroshot.evaluate` results on the same clips (05_fma).
+    """Compare two :func:`clap_helpers.evaluation.zeroshot.evaluate` results on the same clips (05_fma).
 
     Over the clips scored by both: ``n``; ``same_prediction`` (fraction with the same top-1
     class); ``both_correct``, ``only_a``, ``only_b``, ``neither`` (top-1 counts, summing to
@@ -356,7 +356,7 @@ def window_breakdown(
     """What each 10 s window of one long clip says (05_fma).
 
     The clip is decoded at 48 kHz and cut exactly as the engine cuts it
-    (:func:`clap_helpers.frontend.split_windows`: consecutive windows, a tail of at least 1 s kept);
+    (:func:`clap_helpers.embedding.frontend.split_windows`: consecutive windows, a tail of at least 1 s kept);
     each window is embedded alone with ``enc.embed_waveforms``. Rows: one per window (index
     ``"0-10 s"`` ...; the first is what ``window="first"`` embeds), then ``"average"`` (the
     re-normalised mean of the windows: what ``window="average"`` embeds). Columns: ``start_s``,
@@ -401,7 +401,7 @@ class DatasetEmbeddings:
     """One dataset's clips, audio embeddings and class text embeddings (07_tsne).
 
     Attributes: ``name`` (loader name), ``clips`` (DataFrame of
-    :func:`clap_helpers.datasets.load`), ``classes``, ``audio_emb`` (N, D) with NaN rows for
+    :func:`clap_helpers.data.loaders.load`), ``classes``, ``audio_emb`` (N, D) with NaN rows for
     failed clips, ``text_embs`` {prompt kind: (C, D)}, ``failures`` [(path, reason)]."""
 
     name: str
@@ -434,10 +434,10 @@ def collect_embeddings(
 ) -> dict[str, DatasetEmbeddings]:
     """Embeddings of every dataset in ``names`` that is downloaded under ``data_root`` (07_tsne).
 
-    Each dataset is loaded with :func:`clap_helpers.datasets.load` (``n_samples`` caps its clips
+    Each dataset is loaded with :func:`clap_helpers.data.loaders.load` (``n_samples`` caps its clips
     with a class-stratified subset, ``seed`` picks it), its audio embedded with ``enc`` and its
     classes with two prompt kinds: ``"label"`` (the cleaned class name alone) and ``"sentence"``
-    (the hand-written descriptive prompt of :func:`clap_helpers.prompts.descriptive_prompts`).
+    (the hand-written descriptive prompt of :func:`clap_helpers.evaluation.prompts.descriptive_prompts`).
     A dataset that is not on disk is skipped with a note through ``log`` naming its
     ``bash dataset.sh NAME`` command. Raises ``DatasetNotFoundError`` (naming every command)
     when none is present; an unknown name raises ``ValueError``."""

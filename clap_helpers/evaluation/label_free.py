@@ -25,7 +25,7 @@ Logits are ``L = A P^T / (temperature * sd)`` where ``sd`` is the standard devia
 pool's cosines, so ``temperature`` is unitless. A clip ``x`` (in the pool or not) is predicted as
 ``argmax_c (L(x, c) + g_c)``; for pool clips this is the argmax of the transport plan ``Q``.
 
-Every default was chosen on the CLAP-like simulator of :mod:`clap_helpers.embedding_sim`
+Every default was chosen on the CLAP-like simulator of :mod:`clap_helpers.evaluation.simulator`
 (``benchmarks/label_free_defaults.py``: 7 settings, balanced and imbalanced, several seeds),
 never on a real benchmark's labels: ``temperature`` 0.1, ``n_iter`` 4, ``alpha`` 0.6,
 ``balance`` 1, ``prior="estimate"`` with no shrinkage (any shrinkage towards uniform lost up to
@@ -40,7 +40,7 @@ stays within 0.1 point of zero-shot on every imbalanced setting, where a uniform
 Text embeddings may be one prompt per class, (C, D), or an ensemble: (K, C, D) or a list of C
 arrays (n_c, D); the anchor of a class is then the normalised mean of its prompts.
 
-Used by: :func:`clap_helpers.adapt.crossval` (``mode="label_free"``), notebooks 02, 03, 04, 06
+Used by: :func:`clap_helpers.evaluation.adapt.crossval` (``mode="label_free"``), notebooks 02, 03, 04, 06
 and 08.
 """
 
@@ -285,7 +285,7 @@ def fit(
     Returns:
         :class:`LabelFreeModel`; ``model.predict(audio)`` classifies any clip.
 
-    Used by: :func:`label_free_predict`, :func:`clap_helpers.adapt.crossval`.
+    Used by: :func:`label_free_predict`, :func:`clap_helpers.evaluation.adapt.crossval`.
     """
     T0 = anchors(text_emb)
     X = np.asarray(pool_audio, dtype=np.float32)

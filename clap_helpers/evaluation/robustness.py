@@ -12,20 +12,20 @@ The experiment of notebook 08_adaptation, in four steps:
 2. **Foregrounds** (:func:`foreground_subset`): a deterministic subset of the dataset's clips,
    balanced over class and fold, excluding the background classes.
 3. **Soundscapes** (:func:`build_soundscapes`): every foreground mixed into a seeded choice of
-   ``"mix"`` background at each SNR with :func:`clap_helpers.soundscape.make_soundscapes`. The same
+   ``"mix"`` background at each SNR with :func:`clap_helpers.data.soundscapes.make_soundscapes`. The same
    seed is used at every SNR, so a foreground gets the same background, crop and placement at
    every SNR: only the level changes (a paired design). The WAVs are written once into a folder
    named after a hash of the inputs and reused on later runs, so the embedding cache (keyed by
    file path, size and mtime) makes a re-run instant. The table also holds a ``"clean"`` row per
    foreground (the original clip, ``snr_db = inf``) as the noise-free reference.
 4. **Evaluation** (:func:`evaluate_conditions`): the fold protocol of
-   :func:`clap_helpers.adapt.crossval`. For test fold ``f`` the test items are the soundscapes
+   :func:`clap_helpers.evaluation.adapt.crossval`. For test fold ``f`` the test items are the soundscapes
    (and clean clips) whose foreground is in fold ``f``; the tgap prototypes come from the
    *clean* clips of the other folds (all classes, labels unused). So the prototypes are those
    of the clean experiment and the question is how they hold up when the test audio is noisy;
    domain adaptation is the tool meant to close that gap. The background of each soundscape is
    known: text adaptation uses the three prompts of
-   :func:`clap_helpers.adapt.text_background_prompts` for its background name, audio
+   :func:`clap_helpers.evaluation.adapt.text_background_prompts` for its background name, audio
    adaptation the ``"adapt"`` recordings of that name. ``s'_c = s_c - tau * beta_c``.
 
 Tables: :func:`snr_table` (method x condition), :func:`tau_table`; figures:
@@ -90,7 +90,7 @@ def background_table(
     """Background recordings with their name and role (``"mix"`` or ``"adapt"``).
 
     Args:
-        clips: the dataset table of :func:`clap_helpers.datasets.load` (used when
+        clips: the dataset table of :func:`clap_helpers.data.loaders.load` (used when
             ``background_dir`` is None).
         background_classes: dataset classes whose clips are the backgrounds (e.g. ``["rain"]``);
             their labels are the background names.
@@ -101,7 +101,7 @@ def background_table(
         adapt_fraction: share of each name's source recordings given the ``"adapt"`` role
             (at least one, and at least one left for ``"mix"``).
         min_active: recordings whose active fraction (see
-            :func:`clap_helpers.soundscape.active_mask`) is below this are dropped, with a
+            :func:`clap_helpers.data.soundscapes.active_mask`) is below this are dropped, with a
             warning; files that cannot be decoded are dropped too.
         seed: seeds the split.
 
@@ -188,7 +188,7 @@ def background_embeddings(
 
     Returns:
         ``(text, audio)``: ``{name: (3, D)}`` embeddings of
-        :func:`clap_helpers.adapt.text_background_prompts` of the readable name
+        :func:`clap_helpers.evaluation.adapt.text_background_prompts` of the readable name
         (``"sea_waves"`` -> ``"sea waves"``), and ``{name: (M_name, D)}`` audio embeddings
         (empty dict when ``audio_emb`` is None).
 
@@ -244,7 +244,7 @@ def evaluate_conditions(
             folds (M,)); for test fold ``f`` the prototypes are built from the rows whose fold
             is not ``f`` (labels used by ``"sv"`` only).
         modes: prototype modes (``"zs"``, ``"tgap"``, ``"sv"``) and ``"label_free"``: the
-            model of :func:`clap_helpers.label_free.fit` on the clean clips of the other folds
+            model of :func:`clap_helpers.evaluation.label_free.fit` on the clean clips of the other folds
             (their audio only), applied to the test items; domain adaptation does not apply to
             it (its scores are logits in another space), so it has only the ``"none"`` rows.
         text_backgrounds, audio_backgrounds: ``{background name: (K, D)}`` from

@@ -2,7 +2,7 @@
 
 The fixtures' tiny random CLAP cannot show what label-free adaptation does (its zero-shot is at
 chance), and tuning on a real benchmark's labels would make the benchmark number dishonest. So the
-defaults of :mod:`clap_helpers.label_free` are chosen on embeddings drawn from this simulator,
+defaults of :mod:`clap_helpers.evaluation.label_free` are chosen on embeddings drawn from this simulator,
 which reproduces the properties of real CLAP embeddings that the method relies on:
 
 - **modality gap**: every audio embedding shares a common direction ``g_a`` and every text

@@ -262,16 +262,16 @@ def evaluate_strategies(
     text_sets: Mapping[str, Any],
     ks: Sequence[int] = (1, 3, 5),
 ) -> dict[str, dict[str, Any]]:
-    """:func:`clap_helpers.zeroshot.evaluate` for each prompt strategy (03_augmented_labels).
+    """:func:`clap_helpers.evaluation.zeroshot.evaluate` for each prompt strategy (03_augmented_labels).
 
-    audio_emb (N, D); ``clips`` from :func:`clap_helpers.datasets.load` (its ``target`` column
+    audio_emb (N, D); ``clips`` from :func:`clap_helpers.data.loaders.load` (its ``target`` column
     is the label); ``text_sets`` ``{strategy: (C, D)}`` from
-    :func:`clap_helpers.prompts.embed_prompt_sets`. Top-k and per-class accuracy are always
+    :func:`clap_helpers.evaluation.prompts.embed_prompt_sets`. Top-k and per-class accuracy are always
     against the single (primary) label, so every dataset gets the same columns. For a
     multi-label dataset (a ``labels`` column: the AudioSet subset) each result also gets
     ``mAP``, ``per_class_ap`` and ``top{k}_hit`` (any true label in the top k) from
-    :func:`clap_helpers.zeroshot.evaluate_multilabel`. Returns ``{strategy: result}``, ready for
-    :func:`clap_helpers.zeroshot.results_table` and :func:`clap_helpers.zeroshot.class_deltas`."""
+    :func:`clap_helpers.evaluation.zeroshot.evaluate_multilabel`. Returns ``{strategy: result}``, ready for
+    :func:`clap_helpers.evaluation.zeroshot.results_table` and :func:`clap_helpers.evaluation.zeroshot.class_deltas`."""
     labels = clips["target"].to_numpy()
     multi = "labels" in clips.columns
     from ..data.loaders import label_matrix
@@ -289,7 +289,7 @@ def evaluate_strategies(
 
 
 def gains_and_losses(deltas: pd.DataFrame, n: int = 5) -> dict[str, Any]:
-    """Summary of :func:`clap_helpers.zeroshot.class_deltas` (03_augmented_labels).
+    """Summary of :func:`clap_helpers.evaluation.zeroshot.class_deltas` (03_augmented_labels).
 
     Returns ``{"gains": {class: delta}`` (the ``n`` largest positive deltas, largest first),
     ``"losses": {class: delta}`` (the ``n`` most negative, worst first), ``"n_gain"``,
@@ -335,7 +335,7 @@ def per_class_topk(
     """Top-k accuracy of each class (04_urbansound8k_topk): index "class", columns ``clips``
     (scored clips of the class) and ``top{k}`` (fraction, NaN for a class without scored clips).
 
-    ``true_rank`` (N,) from :func:`clap_helpers.zeroshot.evaluate` (0 = top-1, -1 = failed
+    ``true_rank`` (N,) from :func:`clap_helpers.evaluation.zeroshot.evaluate` (0 = top-1, -1 = failed
     clip, left out); labels (N,) int class indices."""
     rank = np.asarray(true_rank, dtype=np.int64)
     y = np.asarray(labels, dtype=np.int64)

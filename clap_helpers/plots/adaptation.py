@@ -54,7 +54,7 @@ def compare_bars(
     """Horizontal bars: our modes (mean ± std over folds) above the published accuracies.
 
     Args:
-        table: :func:`clap_helpers.adapt.compare_table` output (``source``, ``model``,
+        table: :func:`clap_helpers.evaluation.adapt.compare_table` output (``source``, ``model``,
             ``method``, ``accuracy`` and ``std`` in %).
         ax: draw into this Axes, else a new figure.
         title: axes title.

@@ -313,7 +313,7 @@ def confusion_grid(
 ):
     """Normalised confusion matrices side by side, one panel per result (05_fma).
 
-    results: {panel title: :func:`clap_helpers.zeroshot.evaluate` result}; drawn with
+    results: {panel title: :func:`clap_helpers.evaluation.zeroshot.evaluate` result}; drawn with
     :func:`clap_helpers.plots.confusion_matrix`. Returns the Figure."""
     import matplotlib.pyplot as plt
 

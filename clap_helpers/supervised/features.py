@@ -113,10 +113,10 @@ def logmel_features(
     """Log-mel spectrograms of audio files, computed once and cached on disk.
 
     Args:
-        paths: audio files (anything :func:`clap_helpers.audio.load_audio` reads); decoded to mono
+        paths: audio files (anything :func:`clap_helpers.data.audio.load_audio` reads); decoded to mono
             48 kHz.
         name: dataset name, part of the cache namespace (keeps one dataset's cache small).
-        cache_dir: cache root (``None``: :func:`clap_helpers.cache.default_cache_dir`; ``False``:
+        cache_dir: cache root (``None``: :func:`clap_helpers.embedding.cache.default_cache_dir`; ``False``:
             no cache). Files live in ``<cache_dir>/logmel/<hash of settings and name>/``.
         max_length_s, padding: the front-end window (s) and padding rule (see module docstring).
         batch_size: clips per front-end call. progress: tqdm bar.
@@ -124,7 +124,7 @@ def logmel_features(
     Returns:
         :class:`LogMelSet`. A file that fails to decode raises no error: a :class:`FeatureWarning`
         names it, its row is NaN and ``ok`` False. Cached rows are keyed by
-        :func:`clap_helpers.cache.file_key`, so an edited file is recomputed.
+        :func:`clap_helpers.embedding.cache.file_key`, so an edited file is recomputed.
 
     Used by: notebook 09_cnn_baseline.
     """

@@ -112,7 +112,7 @@ def train_folds(
         augment: use :class:`SpecAugment` (``augment_kwargs``; fill = the training mean in dB,
             i.e. 0 after standardisation) on training batches.
         epochs, batch_size, lr, weight_decay, seed, device, precision: see
-            :class:`clap_helpers.training.TrainConfig` (``train_kwargs`` sets the others). Every
+            :class:`clap_helpers.supervised.training.TrainConfig` (``train_kwargs`` sets the others). Every
             fold uses the same seed (same initial weights and stream of random numbers).
         val_fraction: class-stratified share of the training folds held out for validation.
         run_dir: folder for ``<model>/fold<k>/metrics.csv`` (+ TensorBoard events when

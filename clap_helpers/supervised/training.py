@@ -1,6 +1,6 @@
 """A small supervised training loop for classifiers on in-memory feature tensors.
 
-Generic building blocks (no audio knowledge; :mod:`clap_helpers.cnn` wires them to log-mel
+Generic building blocks (no audio knowledge; :mod:`clap_helpers.supervised` wires them to log-mel
 spectrograms and the fold protocol):
 
 - :func:`classification_metrics`: accuracy and macro precision / recall / F1 (same definitions as
@@ -17,7 +17,7 @@ with ``numpy.random.default_rng([seed, epoch])`` and reseeds the augmentation, s
 with the same seed give identical weights. CUDA runs are seeded too but not bit-exact (cuDNN
 picks its own algorithms).
 
-Used by: clap_helpers.cnn (notebook 09_cnn_baseline).
+Used by: clap_helpers.supervised (notebook 09_cnn_baseline).
 """
 
 from __future__ import annotations
