@@ -121,7 +121,7 @@ def test_upload_is_decoded_outside_the_model_lock(search_app, tmp_path, monkeypa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(clap_helpers.data.audio, "load_audio", slow_load_audio)
-    monkeypatch.setattr(clap_helpers.embedding.encoder, "load_audio", slow_load_audio)
+    monkeypatch.setattr(clap_helpers.embedding.decoding, "load_audio", slow_load_audio)
     upload = tmp_path / "my_sound.wav"  # a new path: not in the embedding cache
     shutil.copy(search_app.index.clips["path"][1], upload)
     answers = {}
