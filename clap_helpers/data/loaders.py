@@ -94,8 +94,7 @@ def load(
         MetadataError: the metadata file is damaged; the message names it and how to download.
         ValueError: unknown ``name``, or ``n_samples`` not a positive int or None.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    _check_name(name)
     n_samples = check_n_samples(n_samples)
     root = resolve(root).resolve()
     meta = root / registry.RECORDS[name].metadata_file
@@ -123,8 +122,7 @@ def load(
 def download_command(name: str, dest: str | os.PathLike = "downloads") -> str:
     """The shell command that downloads dataset ``name`` into ``dest``, e.g.
     ``bash dataset.sh esc50 --dest downloads`` (run from the repository root)."""
-    if name not in NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    _check_name(name)
     return f"bash dataset.sh {name} --dest {shlex.quote(str(dest))}"
 
 
@@ -132,10 +130,14 @@ def audio_folders(name: str, root: str | os.PathLike = "downloads") -> list[Path
     """The folders that hold dataset ``name``'s audio under the data ``root``, resolved (links
     followed), e.g. ``[.../downloads/ESC-50-master/audio]``. Every clip :func:`load` returns lies
     inside one of them; the search app serves files from these folders only."""
-    if name not in registry.RECORDS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    _check_name(name)
     base = resolve(root).resolve()
     return [(base / folder).resolve() for folder in registry.RECORDS[name].audio_folders]
+
+
+def _check_name(name: str) -> None:
+    if name not in registry.RECORDS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
 
 
 def check_n_samples(n_samples) -> int | None:

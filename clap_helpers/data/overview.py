@@ -36,8 +36,6 @@ from . import loaders as datasets
 from . import registry
 
 __all__ = [
-    "CONTENTS",
-    "DOWNLOAD_SIZES",
     "audio_formats",
     "class_balance",
     "balance_summary",
@@ -49,24 +47,13 @@ __all__ = [
     "pick_example",
 ]
 
-# What each dataset holds and what it costs to download (shown by notebook 01), from the registry.
-CONTENTS = {name: rec.contents for name, rec in registry.RECORDS.items()}
-DOWNLOAD_SIZES = {name: rec.download_size for name, rec in registry.RECORDS.items()}
-
-
-# Published zero-shot top-1 accuracies (fractions) of laion/clap-htsat-unfused and its paper.
-def _check_name(name: str) -> str:
-    if name not in registry.RECORDS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(registry.NAMES)}")
-    return name
-
 
 # ---------------------------------------------------------------------------- what is on disk
 def on_disk(name: str, data_root: str | os.PathLike = "downloads") -> bool:
     """True when dataset ``name``'s metadata file, the one the loader reads, exists under
     ``data_root`` (01_download). Audio files are not checked here (see :func:`overview_table`)."""
     root = resolve(data_root)
-    return (root / registry.RECORDS[_check_name(name)].metadata_file).is_file()
+    return (root / registry.record(name).metadata_file).is_file()
 
 
 def download_plan(
@@ -77,8 +64,8 @@ def download_plan(
     rows = {
         name: {
             "on_disk": on_disk(name, data_root),
-            "contents": CONTENTS[name],
-            "size": DOWNLOAD_SIZES[name],
+            "contents": registry.RECORDS[name].contents,
+            "size": registry.RECORDS[name].download_size,
             "command": datasets.download_command(name, data_root),
         }
         for name in names

@@ -305,12 +305,3 @@ def canonical_name(name: str) -> str:
 def record(name: str) -> DatasetRecord:
     """The :class:`DatasetRecord` of a dataset, by name or alias."""
     return RECORDS[canonical_name(name)]
-
-
-def _check() -> None:  # a record's folders must agree with its archives
-    for rec in RECORDS.values():
-        assert all(a.folder in (rec.folder, rec.metadata_folder) for a in rec.archives), rec.name
-        assert all(f.split("/")[0] in (rec.folder,) for f in rec.audio_folders), rec.name
-
-
-_check()

@@ -56,6 +56,7 @@ from .shards import (
     output_schema,
     read_embeddings,
     read_metadata,
+    read_reasons,
     read_table,
     written_paths,
 )
@@ -361,7 +362,7 @@ def embed_distributed(
     finally:
         if started_ray:
             ray.shutdown()
-    emb, reasons = read_embeddings(out_dir, todo, return_errors=True) if todo else (None, [])
+    reasons = read_reasons(out_dir, todo) if todo else []  # path and error columns only
     n_failed = sum(r is not None and r != "not in the output" for r in reasons)
     n_missing = sum(r == "not in the output" for r in reasons)
     return {

@@ -37,6 +37,7 @@ __all__ = [
     "output_schema",
     "read_embeddings",
     "read_metadata",
+    "read_reasons",
     "read_table",
 ]
 
@@ -253,8 +254,24 @@ def read_embeddings(
                 f"{out_dir} was embedded with model {theirs[0]} (revision {theirs[1]}), not "
                 f"{ours[0]} (revision {ours[1]}): load_clap the run's model"
             )
-    dim = int(meta["dim"])
-    out = np.full((len(keys), dim), np.nan, dtype=np.float32)
+    out = np.full((len(keys), int(meta["dim"])), np.nan, dtype=np.float32)
+    reasons = _align(tables, keys, out)
+    return (out, reasons) if return_errors else out
+
+
+def read_reasons(out_dir: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> list:
+    """Why each of ``paths`` has no embedding in the run (None where it has one), reading only
+    the path and error columns: what :func:`read_embeddings` returns with ``return_errors=True``
+    without loading the vectors. Used by :func:`clap_helpers.embedding.distributed.embed_distributed`."""
+    keys = [normalize_path(p) for p in paths]
+    tables, metas = _read_shards(str(out_dir), ["path", "error"])
+    _one_run(metas, str(out_dir))
+    return _align(tables, keys, None)
+
+
+def _align(tables, keys: list[str], out: np.ndarray | None) -> list[str | None]:
+    """Reasons aligned to ``keys`` ("not in the output", an error, or None when embedded); an
+    embedded row wins over a failed one. With ``out`` (N, D), embedded vectors are copied in."""
     reasons: list[str | None] = ["not in the output"] * len(keys)
     where: dict[str, list[int]] = {}
     for i, k in enumerate(keys):
@@ -262,20 +279,20 @@ def read_embeddings(
     for table in tables:
         col_path = table.column("path").to_pylist()
         col_err = table.column("error").to_pylist()
-        emb = table.column("embedding").combine_chunks()
+        emb = table.column("embedding").combine_chunks() if out is not None else None
         for j, (p, err) in enumerate(zip(col_path, col_err, strict=True)):
             rows = where.get(p)
             if rows is None:
                 continue
             if err is None:
-                vec = np.asarray(emb[j].values.to_numpy(zero_copy_only=False), np.float32)
-                out[rows] = vec
+                if emb is not None:
+                    out[rows] = np.asarray(emb[j].values.to_numpy(zero_copy_only=False), np.float32)
                 for r in rows:
                     reasons[r] = None
             elif reasons[rows[0]] is not None:  # never overwrite an embedded row
                 for r in rows:
                     reasons[r] = err
-    return (out, reasons) if return_errors else out
+    return reasons
 
 
 def written_paths(out_dir: str, meta: dict, retry_failed: bool) -> set[str]:

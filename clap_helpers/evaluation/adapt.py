@@ -23,8 +23,8 @@ test clip, so adaptation changes decisions only through one fixed offset per cla
 bias towards classes whose prototypes resemble the background, it cannot re-rank clips within a
 class.
 
-Accuracies are fractions in [0, 1]; :func:`compare_table` converts them to % next to the published
-numbers (also in %).
+Accuracies are fractions in [0, 1]; :func:`clap_helpers.evaluation.results.compare_table` puts
+them in % next to the published numbers.
 
 Used by: notebook 08_adaptation.
 """
@@ -347,20 +347,16 @@ def crossval(
         predictions[test] = scoring.predict_scores(s)
         per_fold[fold] = float(np.mean(predictions[test] == y[test]))
 
-    acc = np.array(list(per_fold.values()), dtype=float)
-    valid = acc[np.isfinite(acc)]
-    result: dict[str, Any] = {
-        "mode": mode,
-        "per_fold": per_fold,
-        "mean": float(valid.mean()) if valid.size else float("nan"),
-        "std": float(valid.std(ddof=1)) if valid.size > 1 else float("nan"),
-        "n_failed": int((~ok).sum()),
-        "n_test": n_test,
-        "predictions": predictions,
-        "scores": all_scores,
-        "adapt": adapt_kind,
-        "tau": float(tau) if adapt_kind is not None else None,
-    }
+    result = _fold_result(
+        mode,
+        per_fold,
+        ok,
+        n_test,
+        predictions,
+        all_scores,
+        adapt=adapt_kind,
+        tau=float(tau) if adapt_kind is not None else None,
+    )
     if mode == "tgap":
         result["top_n"] = int(top_n)
     return result
@@ -420,21 +416,35 @@ def _label_free_crossval(A, y, f, text_emb, transductive, options) -> dict[str, 
             per_fold[fold] = float("nan")
             continue
         per_fold[fold] = float(np.mean(predictions[test] == y[test]))
+    return _fold_result(
+        LABEL_FREE,
+        per_fold,
+        ok,
+        n_test,
+        predictions,
+        all_scores,
+        adapt=None,
+        tau=None,
+        transductive=bool(transductive),
+        prior=np.mean(priors, axis=0),
+    )
+
+
+def _fold_result(mode, per_fold, ok, n_test, predictions, scores, **extra) -> dict[str, Any]:
+    """The result dict every :func:`crossval` mode returns: per-fold accuracies, their mean and
+    sample std over the folds that had test clips, failed-clip count, predictions and scores."""
     acc = np.array(list(per_fold.values()), dtype=float)
     valid = acc[np.isfinite(acc)]
     return {
-        "mode": "label_free",
+        "mode": mode,
         "per_fold": per_fold,
         "mean": float(valid.mean()) if valid.size else float("nan"),
         "std": float(valid.std(ddof=1)) if valid.size > 1 else float("nan"),
         "n_failed": int((~ok).sum()),
         "n_test": n_test,
         "predictions": predictions,
-        "scores": all_scores,
-        "adapt": None,
-        "tau": None,
-        "transductive": bool(transductive),
-        "prior": np.mean(priors, axis=0),
+        "scores": scores,
+        **extra,
     }
 
 

@@ -83,6 +83,12 @@ def test_dataset_layouts_are_written_in_the_registry_only():
     assert not offenders, "dataset layout outside the registry:\n" + "\n".join(offenders)
 
 
+def test_registry_records_agree_with_themselves():
+    for rec in RECORDS.values():
+        assert all(a.folder in (rec.folder, rec.metadata_folder) for a in rec.archives), rec.name
+        assert all(f.split("/")[0] == rec.folder for f in rec.audio_folders), rec.name
+
+
 def test_every_short_name_resolves_and_is_visible_to_editors():
     for name in ch.MODULES:
         assert getattr(ch, name) is not None, name

@@ -21,12 +21,11 @@ from .audioset import (
     read_class_labels,
     read_segments,
 )
-from .cli import DATASETS, fetch, main
+from .cli import fetch, main
 from .http import DownloadError
 
 __all__ = [
     "AUDIOSET_CLASSES",
-    "DATASETS",
     "MANIFEST_COLUMNS",
     "MARKER",
     "UNAVAILABLE_COLUMNS",

@@ -65,8 +65,6 @@ from .http import DownloadError
 
 __all__ = ["fetch", "main"]
 
-DATASETS = RECORDS  # the downloadable datasets: every registry record
-
 
 def fetch(
     name: str,
@@ -82,7 +80,7 @@ def fetch(
     retry_unavailable: bool = False,
     fetch_clip: ClipFetcher | None = None,
 ) -> Path:
-    """Download, verify and unpack dataset ``name`` (a key of DATASETS) under ``dest``.
+    """Download, verify and unpack dataset ``name`` (a key of the registry, :data:`clap_helpers.data.registry.RECORDS`) under ``dest``.
 
     Used by notebook 01_download and by ``main``. Skips what is already present and verified;
     returns the final folder (dest/ESC-50-master, dest/UrbanSound8K, dest/fma_small,
@@ -91,9 +89,9 @@ def fetch(
     variables do the same when they are not given. The remaining keywords apply to audioset
     only (see ``fetch_audioset``). Raises DownloadError.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    spec = DATASETS[name]
+    if name not in RECORDS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(RECORDS)}")
+    spec = RECORDS[name]
     dest = Path(dest)
     if name == "audioset":
         if checksum is not None:
@@ -126,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): report it as a status
         return int(exc.code or 0)
-    names = list(DATASETS) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
+    names = list(RECORDS) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
     if (args.url or args.checksum) and len(names) != 1:
         print("error: --url/--checksum need exactly one dataset", file=sys.stderr)
         return 2
@@ -168,9 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "datasets",
         nargs="+",
-        choices=[*DATASETS, "all"],
+        choices=[*RECORDS, "all"],
         metavar="DATASET",
-        help=f"one or more of: {', '.join(DATASETS)}, all",
+        help=f"one or more of: {', '.join(RECORDS)}, all",
     )
     parser.add_argument("--dest", default="downloads", help="target folder (default: downloads)")
     parser.add_argument("--url", help="mirror URL of the archive (audioset: base URL of its CSVs)")

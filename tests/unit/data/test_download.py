@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 
 from clap_helpers.data import download
+from clap_helpers.data.registry import RECORDS
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -241,7 +242,7 @@ def test_option_wins_over_env_and_env_mirror_uses_official_checksum(
 ) -> None:
     url, checksum, _ = esc50
     monkeypatch.setenv("CLAP_MIRROR_ESC50", url)
-    official = download.DATASETS["esc50"].archives[0].checksum.split(":")[1]
+    official = RECORDS["esc50"].archives[0].checksum.split(":")[1]
     with pytest.raises(download.DownloadError, match=f"expected md5 {official} got"):
         download.fetch("esc50", tmp_path, progress=False)
     monkeypatch.setenv("CLAP_MIRROR_ESC50", server.url("missing.zip"))
@@ -445,7 +446,7 @@ def test_corrupt_archive_is_refused_deleted_and_fetched_again(
     assert list(tmp_path.iterdir()) == []
     server.add("mirror/archive", good)
     folder = download.fetch(name, tmp_path, url=url, checksum=md5(good), progress=False)
-    assert download.is_present(folder, download.DATASETS[name].archives[0].key_file)
+    assert download.is_present(folder, RECORDS[name].archives[0].key_file)
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
 
 
