@@ -367,7 +367,7 @@ def fit(
     if n == 0:
         raise ValueError("no training data")
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, training=True)
     eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
     splits = dict(evals or {})
     if val is not None and len(val[1]) > 0:
