@@ -13,7 +13,9 @@ plain notes of the evaluation modules). A ``ClapWarning`` is shown
 
 Both are installed when this module is imported (every module that defines a warning imports
 it); other packages' warnings keep Python's format. :func:`quiet_loading` silences the
-"Loading weights" progress bar of ``from_pretrained``.
+"Loading weights" progress bar of ``from_pretrained``; :func:`bars_off` lets ``TQDM_DISABLE=1``
+(set in the kernels of ``make demo``) switch off the package's own bars, which pass ``disable=``
+explicitly and so would not see it.
 
 Used by: every module that warns; clap_helpers.embedding.encoder (model loading).
 """
@@ -21,11 +23,19 @@ Used by: every module that warns; clap_helpers.embedding.encoder (model loading)
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 
-__all__ = ["ClapWarning", "format_warning", "install", "name_files", "quiet_loading"]
+__all__ = [
+    "ClapWarning",
+    "bars_off",
+    "format_warning",
+    "install",
+    "name_files",
+    "quiet_loading",
+]
 
 
 class ClapWarning(UserWarning):
@@ -58,6 +68,12 @@ def name_files(items: Iterable[tuple[str, str]], limit: int = 3) -> str:
     items = list(items)
     shown = "; ".join(f"{PurePath(str(p)).name}: {r}" for p, r in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def bars_off(progress: bool = True) -> bool:
+    """``disable=`` for a tqdm bar the caller asked for with ``progress``: True when it did not,
+    or when the environment says ``TQDM_DISABLE=1`` (``true``, ``yes``)."""
+    return not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..diagnostics import ClapWarning
+from ..diagnostics import ClapWarning, bars_off
 from ..paths import resolve
 from . import registry
 
@@ -445,7 +445,7 @@ def durations(clips: pd.DataFrame, progress: bool = True) -> pd.Series:
     from .audio import AudioError, audio_info
 
     out = []
-    for p in tqdm(clips["path"], desc="reading headers", disable=not progress, unit="file"):
+    for p in tqdm(clips["path"], desc="reading headers", disable=bars_off(progress), unit="file"):
         try:
             out.append(audio_info(p)["duration"])
         except AudioError:

@@ -36,6 +36,7 @@ __all__ = [
     "DEMO_ENV",
     "DEMO_NOTICE",
     "executed_problems",
+    "NOTICE_TAG",
     "FIXTURE_OVERRIDES",
     "fixture_parameters",
     "FixtureEnv",

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
-from ..diagnostics import ClapWarning, name_files, quiet_loading
+from ..diagnostics import ClapWarning, bars_off, name_files, quiet_loading
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, collate, worker_init
 from .devices import resolve_device, resolve_precision
@@ -491,7 +491,7 @@ class ClapEncoder:
             initial=len(paths) - len(todo),
             desc=f"embedding audio ({self.device.type}, {self.precision})",
             unit="clip",
-            disable=not progress,
+            disable=bars_off(progress),
             delay=2.0,
             smoothing=0.1,
         )

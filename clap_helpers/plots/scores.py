@@ -149,7 +149,10 @@ def strategy_bars(
         if chance and m in chance:
             level = 100.0 * chance[m]
             ax.axhline(level, color=colours[i], ls=":", lw=1.2, label=f"chance {m} ({level:.1f})")
-    ax.set_xticks(x, names, rotation=20 if max(map(len, names), default=0) > 10 else 0)
+    if max(map(len, names), default=0) > 10:  # slanted, each label ending under its group
+        ax.set_xticks(x, names, rotation=20, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(x, names)
     ax.set_ylim(0, 108)
     ax.set_ylabel("%")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

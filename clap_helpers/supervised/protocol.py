@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..diagnostics import bars_off
 from ..evaluation.results import load_results, read_accuracy
 from .augment import SpecAugment
 from .features import LogMelSet
@@ -171,7 +172,7 @@ def train_folds(
     from tqdm.auto import tqdm
 
     batches = sum(epochs * math.ceil(s[0].size / cfg.batch_size) for s in splits.values())
-    bar = tqdm(total=batches, desc=model, unit="batch", disable=not progress)
+    bar = tqdm(total=batches, desc=model, unit="batch", disable=bars_off(progress))
     for fold, (train_idx, val_idx, test_idx) in splits.items():
         x_train = x_t[train_idx]
         torch.manual_seed(seed)

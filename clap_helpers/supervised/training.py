@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..diagnostics import bars_off
 from ..embedding.devices import resolve_device, resolve_precision
 
 __all__ = [
@@ -399,7 +400,10 @@ def fit(
     own_bar = bar is None
     if own_bar:
         bar = tqdm(
-            total=cfg.epochs * steps, desc=desc or None, unit="batch", disable=not cfg.progress
+            total=cfg.epochs * steps,
+            desc=desc or None,
+            unit="batch",
+            disable=bars_off(cfg.progress),
         )
     try:
         for epoch in range(1, cfg.epochs + 1):
