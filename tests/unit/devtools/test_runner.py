@@ -75,7 +75,9 @@ def test_a_demo_run_has_the_notice_the_demo_kernel_and_no_noise(tmp_path):
                 new_markdown_cell("# title"),
                 new_code_cell("import os\nprint(os.environ.get('CLAP_HELPERS_DEMO'))"),
             ],
-            metadata={"kernelspec": {"name": "python3", "language": "python"}},
+            metadata={
+                "kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}
+            },
         ),
         source,
     )
