@@ -35,6 +35,8 @@ __all__ = [
     "declared_parameters",
     "DEMO_ENV",
     "DEMO_NOTICE",
+    "KERNEL_ARGUMENTS",
+    "KERNEL_ENV",
     "executed_problems",
     "NOTICE_TAG",
     "FIXTURE_OVERRIDES",
@@ -59,6 +61,9 @@ DEMO_NOTICE = (
 DEMO_ENV = {"CLAP_HELPERS_DEMO": "1", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 # Every kernel: no "Kernel is running over TCP without encryption" log line in the terminal.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# Every kernel draws inline, whatever the caller's MPLBACKEND (the tests set Agg, under which a
+# notebook shows each figure as "<Figure size ... with 1 Axes>" text).
+KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 
 # Parameters a notebook needs on the fixtures besides the common ones; values may name
 # FixtureEnv attributes as "{env.attr}".
@@ -186,8 +191,9 @@ def run_notebook(
     """Execute ``notebook`` with papermill into ``output``; return its results JSON (or {}).
 
     ``demo=True`` (a run on the fixtures): :data:`DEMO_NOTICE` becomes the first cell, and the
-    kernel runs with :data:`DEMO_ENV` ("demo" in figure titles, no progress bars). ``progress``:
-    papermill's own cell-by-cell bar in the terminal."""
+    kernel runs with :data:`DEMO_ENV` ("demo" in figure titles, no progress bars). Every kernel
+    gets :data:`KERNEL_ENV` (inline figures) and :data:`KERNEL_ARGUMENTS` (no log lines).
+    ``progress``: papermill's own cell-by-cell bar in the terminal."""
     import papermill
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +202,7 @@ def run_notebook(
         notice = nbformat.v4.new_markdown_cell(DEMO_NOTICE)
         notice.metadata["tags"] = [NOTICE_TAG]
         nb.cells.insert(0, notice)
-    with _environ(DEMO_ENV if demo else {}):
+    with _environ({**KERNEL_ENV, **(DEMO_ENV if demo else {})}):
         papermill.execute_notebook(
             nb,
             str(output),

@@ -67,13 +67,20 @@ def test_each_thing_a_student_should_not_see_is_found(tmp_path):
     assert runner.executed_problems(path, demo=False)[0].startswith("cell 0")
 
 
-def test_a_demo_run_has_the_notice_the_demo_kernel_and_no_noise(tmp_path):
+def test_a_demo_run_has_the_notice_the_demo_kernel_and_no_noise(tmp_path, monkeypatch):
+    monkeypatch.setenv(
+        "MPLBACKEND", "Agg"
+    )  # as the tests set it: the kernel must draw inline anyway
     source = tmp_path / "src.ipynb"
     nbformat.write(
         new_notebook(
             cells=[
                 new_markdown_cell("# title"),
                 new_code_cell("import os\nprint(os.environ.get('CLAP_HELPERS_DEMO'))"),
+                new_code_cell(
+                    "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([0, 1])\n"
+                    "plt.close(fig)\nfig"
+                ),
             ],
             metadata={
                 "kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}
@@ -87,8 +94,10 @@ def test_a_demo_run_has_the_notice_the_demo_kernel_and_no_noise(tmp_path):
     assert runner.NOTICE_TAG in nb.cells[0].metadata["tags"]
     assert "synthetic fixtures, random tiny model" in nb.cells[0].source
     assert nb.cells[1].source == "# title"
-    assert nb.cells[-1].outputs[0]["text"] == "1\n"
+    assert nb.cells[2].outputs[0]["text"] == "1\n"
+    assert "image/png" in nb.cells[3].outputs[0]["data"]  # shown once, as an image
+    assert len(nb.cells[3].outputs) == 1
     assert runner.executed_problems(out) == []
     runner.run_notebook(source, out, {})
     nb = nbformat.read(out, as_version=4)
-    assert nb.cells[0].source == "# title" and nb.cells[-1].outputs[0]["text"] == "None\n"
+    assert nb.cells[0].source == "# title" and nb.cells[1].outputs[0]["text"] == "None\n"
