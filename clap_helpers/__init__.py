@@ -64,6 +64,7 @@ MODULES = {
     "robustness": "evaluation.robustness",
     "compare": "evaluation.compare",
     "results": "evaluation.results",
+    "tables": "evaluation.tables",
     "simulator": "evaluation.simulator",
     "search": "apps.search",
     "app": "apps.web",
@@ -100,5 +101,6 @@ if TYPE_CHECKING:  # pragma: no cover - what editors and type checkers see
         robustness,
         scoring,
         simulator,
+        tables,
         zeroshot,
     )

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
+from ..diagnostics import ClapWarning, bars_off, name_files, quiet_loading
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, collate, worker_init
 from .devices import resolve_device, resolve_precision
@@ -63,7 +64,7 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
 
 
-class EmbeddingWarning(UserWarning):
+class EmbeddingWarning(ClapWarning):
     """An input file could not be embedded (its row is NaN) or was suspicious (silent, NaN)."""
 
 
@@ -119,8 +120,9 @@ def load_clap(
         check_cache_dir(default_cache_dir() if cache_dir is None else cache_dir)
     kwargs = {"revision": revision} if revision else {}
     try:
-        clap = ClapModel.from_pretrained(model_id, **kwargs).eval().to(dev)
-        processor = ClapProcessor.from_pretrained(model_id, **kwargs)
+        with quiet_loading():  # no "Loading weights" bar (frozen at 0 % in a saved notebook)
+            clap = ClapModel.from_pretrained(model_id, **kwargs).eval().to(dev)
+            processor = ClapProcessor.from_pretrained(model_id, **kwargs)
     except OSError as exc:
         if Path(model_id).expanduser().is_dir():
             raise
@@ -455,8 +457,9 @@ class ClapEncoder:
             num_workers: decoding processes (default: the encoder's).
             progress: show a tqdm bar (clips/s) on runs longer than a couple of seconds.
 
-        A file that cannot be decoded gives a NaN row, an :class:`EmbeddingWarning` naming it and
-        an entry in :attr:`failures`.
+        A file that cannot be decoded gives a NaN row and an entry ``(path, reason)`` in
+        :attr:`failures`; a suspicious one (silent, cut at ``max_seconds``) an entry in
+        :attr:`problems`. One :class:`EmbeddingWarning` per call names them with their count.
         """
         from tqdm.auto import tqdm
 
@@ -488,7 +491,7 @@ class ClapEncoder:
             initial=len(paths) - len(todo),
             desc=f"embedding audio ({self.device.type}, {self.precision})",
             unit="clip",
-            disable=not progress,
+            disable=bars_off(progress),
             delay=2.0,
             smoothing=0.1,
         )
@@ -510,10 +513,17 @@ class ClapEncoder:
             bar.close()
             if store is not None:
                 store.flush()
-        if self.failures:
+        if self.failures:  # one warning per call, naming the files
             warnings.warn(
-                f"{len(self.failures)} of {len(paths)} files could not be embedded (NaN rows); "
-                "see enc.failures",
+                f"{len(self.failures)} of {len(paths)} files could not be embedded (NaN rows, "
+                f"see enc.failures): {name_files(self.failures)}",
+                EmbeddingWarning,
+                stacklevel=2,
+            )
+        if self.problems:
+            warnings.warn(
+                f"{len(self.problems)} of {len(paths)} files embedded with a problem (see "
+                f"enc.problems): {name_files(self.problems)}",
                 EmbeddingWarning,
                 stacklevel=2,
             )
@@ -547,8 +557,6 @@ class ClapEncoder:
 
     def _report(self, path: str, note: str, failed: bool) -> None:
         (self.failures if failed else self.problems).append((path, note))
-        verb = "skipped" if failed else "embedded anyway"
-        warnings.warn(f"{path}: {note} ({verb})", EmbeddingWarning, stacklevel=3)
 
     @torch.inference_mode()
     def embed_text(

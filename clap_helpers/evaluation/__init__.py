@@ -4,7 +4,8 @@
 ``zeroshot`` (accuracy, mAP, per-fold and per-class tables), ``prompts`` (label -> text),
 ``adapt`` (few-shot and supervised adaptation, cross-validated), ``label_free`` (adaptation without
 labels), ``robustness`` (background noise), ``compare`` (runs side by side), ``results`` (the one
-results-file format and the published numbers), ``simulator`` (CLAP-like synthetic embeddings).
+results-file format and the published numbers), ``tables`` (results tables formatted for people),
+``simulator`` (CLAP-like synthetic embeddings).
 """
 
 from .._lazy import attach
@@ -20,6 +21,7 @@ MODULES = {
         "robustness",
         "compare",
         "results",
+        "tables",
         "simulator",
     )
 }

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import ClapWarning
+
 __all__ = [
     "CollinearTextWarning",
     "DatasetEmbeddings",
@@ -57,7 +59,7 @@ COLLINEAR_COSINE = 0.99
 """Maximum pairwise cosine of class prompt embeddings above which :func:`text_spread` warns."""
 
 
-class CollinearTextWarning(UserWarning):
+class CollinearTextWarning(ClapWarning):
     """A model maps different class prompts to nearly the same text embedding."""
 
 

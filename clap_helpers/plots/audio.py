@@ -85,7 +85,9 @@ def waveform_and_logmel(
     dB, e.g. the CLAP extractor's ``input_features[0, 0]``; its frames are placed at
     ``hop_length / feature_sr`` s each (480 / 48 kHz = 10 ms). If None, :func:`compute_logmel`
     makes one at ``sr`` (frames of ``hop_length / sr`` s). Long waveforms are drawn as a min/max
-    envelope. ``axes``: an optional pair of axes to draw into."""
+    envelope. When ``logmel`` (the model's window) runs past the end of the clip, that part is
+    hatched in both panels: the repeat-padding the model sees, not the clip. ``axes``: an
+    optional pair of axes to draw into."""
     w = _mono(waveform)
     if logmel is None:
         mel = compute_logmel(w, sr, hop_length=hop_length)
@@ -128,6 +130,21 @@ def waveform_and_logmel(
     )
     ax_m.set_xlabel("time (s)")
     ax_m.set_ylabel("mel bin")
+    mel_end = mel.shape[0] * frame_s
+    if logmel is not None and mel_end > t_end + 2 * frame_s:  # the model window outlasts the clip
+        for ax in (ax_w, ax_m):
+            ax.axvspan(t_end, mel_end, facecolor="white", alpha=0.25, hatch="//", edgecolor="0.6")
+            ax.axvline(t_end, color="0.3", ls="--", lw=1)
+        ax_w.text(
+            (t_end + mel_end) / 2,
+            0.5,
+            f"clip ends at {t_end:.1f} s:\nrepeated (then silence)\nto fill the model's window",
+            transform=ax_w.get_xaxis_transform(),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="0.25",
+        )
     if cax is not None:
         fig.colorbar(im, cax=cax, label="dB")
     else:

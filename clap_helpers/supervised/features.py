@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.audio import CLAP_SAMPLE_RATE, AudioError, load_audio
+from ..diagnostics import ClapWarning, bars_off
 from ..embedding.cache import EmbeddingStore, default_cache_dir, file_key
 from ..embedding.frontend import LogMelFrontend, batch_from_list
 
@@ -41,7 +42,7 @@ FEATURE_VERSION = 1
 """Bump when the feature code changes its output: old cache entries then land elsewhere."""
 
 
-class FeatureWarning(UserWarning):
+class FeatureWarning(ClapWarning):
     """An audio file could not be decoded; it is skipped (its feature row is NaN, ok=False)."""
 
 
@@ -154,7 +155,7 @@ def logmel_features(
         initial=n_cached,
         desc="log-mel features",
         unit="clip",
-        disable=not progress,
+        disable=bars_off(progress),
         delay=2.0,
     )
     try:
