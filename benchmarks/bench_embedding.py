@@ -555,7 +555,7 @@ def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
         "seconds": seconds,
         "clips_per_s": clips_done / seconds,
         **used,
-        "feature_shape": list(features.shape),
+        "feature_shape": [list(f.shape) for f in features],
         "frontend_ms_per_clip": 1e3 * frontend_s / batch_size,  # one batch, for reference
     }
 
