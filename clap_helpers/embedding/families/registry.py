@@ -244,7 +244,7 @@ def detect_family(model_id: str, revision: str | None = None) -> str:
     what = f"model_type {model_type!r}" if model_type else "no config.json model_type"
     raise UnknownFamilyError(
         f"{model_id}: {what}, and no registered model family recognises it (known families: "
-        f"{', '.join(FAMILIES)}); pass family=<one of them> if you know which it is"
+        f"{', '.join(sorted(FAMILIES))}); pass family=<one of them> if you know which it is"
     )
 
 
@@ -264,7 +264,7 @@ def load_family(
         family = detect_family(model_id, revision)
     if family not in FAMILIES:
         raise UnknownFamilyError(
-            f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}"
+            f"unknown model family {family!r}; known families: {', '.join(sorted(FAMILIES))}"
         )
     return FAMILIES[family].loader(
         model_id, device=torch.device(device), revision=revision, **kwargs
