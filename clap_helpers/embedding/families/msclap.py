@@ -38,7 +38,6 @@ Used by: the family registry (``load_clap(path, family="msclap-2023")``) and not
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from .msclap_audio import (
     cnn14_shape,
     htsat_shape,
 )
+from .registry import local_revision, register_family
 
 __all__ = [
     "KNOWN_UNUSED",
@@ -68,6 +68,7 @@ __all__ = [
     "MsClapTextTower",
     "MsClapVariant",
     "detect_msclap",
+    "detect_msclap_file",
     "load_msclap",
     "load_msclap_state_dict",
     "log_mel_of",
@@ -159,7 +160,10 @@ class KeyReport:
 def load_msclap_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of an official file (``{'model': state_dict}``), read with
     ``weights_only=True``; a bare state dict is accepted too."""
-    obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a legacy (non-zip) torch file cannot be memory-mapped
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: not an MS-CLAP checkpoint ({{'model': state_dict}} expected)")
@@ -404,12 +408,6 @@ class MsClap(ModelFamily):
             return self.text_tower(**tok).float()
 
 
-def _revision(path: Path) -> str:
-    st = path.stat()
-    h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return "local-" + h.hexdigest()[:16]
-
-
 def _resolve_file(checkpoint, variant: str | None, filename: str | None) -> Path:
     path = Path(str(checkpoint)).expanduser()
     if path.is_file():
@@ -506,8 +504,44 @@ def load_msclap(
         tokenizer,
         scale,
         model_id=str(checkpoint),
-        revision=revision or _revision(path),
+        revision=local_revision(path) if revision is None else revision,
         text_model=text_model,
         report=report,
     )
     return family.to(torch.device(device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration with the family registry
+# ----------------------------------------------------------------------------------------------
+_DETECTED: dict[tuple, str | None] = {}
+
+
+def detect_msclap_file(model_id: str) -> str | None:
+    """The variant of a local checkpoint file from its key names (memory-mapped read, cached per
+    file state), else None (folders, hub ids, other files)."""
+    path = Path(str(model_id)).expanduser()
+    if not path.is_file():
+        return None
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DETECTED:
+        try:
+            _DETECTED[key] = detect_msclap(load_msclap_state_dict(path))
+        except Exception:  # noqa: BLE001 - not a (readable) MS-CLAP file: not ours
+            _DETECTED[key] = None
+    return _DETECTED[key]
+
+
+def _register(name: str, description: str) -> None:
+    def loader(model_id, *, device, revision=None, **kwargs):
+        return load_msclap(model_id, variant=name, device=device, revision=revision, **kwargs)
+
+    def detect(model_id, config) -> bool:
+        return config is None and detect_msclap_file(model_id) == name
+
+    register_family(name, loader, detect=detect, description=description)
+
+
+_register("msclap-2022", "MS-CLAP 2022 (CNN14 + BERT) from CLAP_weights_2022.pth; text_model=")
+_register("msclap-2023", "MS-CLAP 2023 (HTSAT + GPT-2) from CLAP_weights_2023.pth; text_model=")

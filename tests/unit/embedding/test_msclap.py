@@ -237,3 +237,43 @@ def test_namespace_and_interface(families):
     assert fam.revision.startswith("local-") and fam.model_id.endswith("CLAP_weights_2023.pth")
     assert families["msclap-2022"].namespace() != ns
     assert fam.text_embeddings([]).shape == (0, fam.dim)
+
+
+def test_load_clap_end_to_end_with_detection_resampling_and_windows(files, tmp_path):
+    import soundfile as sf
+
+    from clap_helpers.embedding.encoder import load_clap
+
+    ck, tm = files["msclap-2023"]
+    enc = load_clap(ck, "cpu", "fp32", text_model=str(tm), cache_dir=tmp_path / "c", num_workers=0)
+    assert enc.family.name == "msclap-2023" and enc.sample_rate == 44_100  # detected from keys
+    explicit = load_clap(
+        ck, "cpu", "fp32", family="msclap-2023", text_model=str(tm), cache_dir=False
+    )
+    assert explicit.family.name == "msclap-2023"
+    with pytest.raises(ValueError, match="not msclap-2022"):
+        load_clap(ck, "cpu", "fp32", family="msclap-2022", text_model=str(tm), cache_dir=False)
+    waves, lengths = _sounds(44_100 * 16, [44_100 * 3, 44_100 * 16])
+    paths = []
+    for i, n in enumerate(lengths.tolist()):
+        paths.append(tmp_path / f"clip{i}.wav")
+        sf.write(paths[-1], waves[i, :n].numpy(), 44_100, subtype="FLOAT")
+    sf.write(tmp_path / "c16k.wav", waves[0, : 44_100 * 3 : 3].numpy(), 14_700, subtype="FLOAT")
+    emb = enc.embed_audio([*paths, tmp_path / "c16k.wav"], progress=False)
+    assert emb.shape == (3, TINY_D_PROJ) and enc.failures == []
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    fam = enc.family
+    short = torch.nn.functional.normalize(_embed(fam, waves[:1, : lengths[0]], lengths[:1]), dim=-1)
+    np.testing.assert_allclose(emb[0], short[0].numpy(), atol=1e-5)  # one window = the family path
+    n = fam.window_samples  # 16 s at 7 s windows: two full windows + a 2 s tail, averaged
+    starts = [0, n, 2 * n]
+    parts = [waves[1:2, s : min(s + n, lengths[1])] for s in starts]
+    win = [_embed(fam, p, torch.tensor([p.shape[1]])) for p in parts]
+    want = torch.nn.functional.normalize(
+        torch.nn.functional.normalize(torch.cat(win), dim=-1).mean(0), dim=0
+    )
+    np.testing.assert_allclose(emb[1], want.numpy(), atol=1e-5)
+    np.testing.assert_allclose(enc.embed_audio(paths, progress=False), emb[:2], atol=1e-6)  # cache
+    text = enc.embed_text(["a dog barks", "rain"], cache_dir=False)
+    want_t = torch.nn.functional.normalize(fam.text_embeddings(["a dog barks", "rain"]), dim=-1)
+    np.testing.assert_allclose(text, want_t.numpy(), atol=1e-6)
