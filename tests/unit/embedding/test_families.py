@@ -83,7 +83,7 @@ def test_laion_checkpoints_are_recognised_by_model_type(tiny_clap, tiny_clap_fus
 
 def test_unknown_model_type_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "wav2vec2"}))
-    with pytest.raises(UnknownFamilyError, match="'wav2vec2'.*known families: laion-clap"):
+    with pytest.raises(UnknownFamilyError, match="'wav2vec2'.*known families: .*laion-clap"):
         load_clap(tmp_path, "cpu", "fp32", cache_dir=False)
     with pytest.raises(UnknownFamilyError, match="unknown model family 'nope'"):
         load_clap(tmp_path, "cpu", "fp32", family="nope", cache_dir=False)
