@@ -277,3 +277,26 @@ def test_load_clap_end_to_end_with_detection_resampling_and_windows(files, tmp_p
     text = enc.embed_text(["a dog barks", "rain"], cache_dir=False)
     want_t = torch.nn.functional.normalize(fam.text_embeddings(["a dog barks", "rain"]), dim=-1)
     np.testing.assert_allclose(text, want_t.numpy(), atol=1e-6)
+
+
+def test_hub_repo_id_fetches_the_official_file_name(files, monkeypatch):
+    import huggingface_hub
+
+    ck, tm = files["msclap-2022"]
+    asked = []
+
+    def fake_download(repo, filename, **kw):
+        asked.append((repo, filename))
+        return str(ck)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    fam = load_msclap("microsoft/msclap", variant="msclap-2022", text_model=str(tm))
+    assert asked == [("microsoft/msclap", "CLAP_weights_2022.pth")] and fam.name == "msclap-2022"
+    with pytest.raises(FileNotFoundError):
+        load_msclap("/no/such/CLAP_weights_2023.pth")
+
+
+def test_default_text_model_unavailable_offline_is_a_clear_error(files):
+    ck, _ = files["msclap-2023"]  # default text_model "gpt2": not cached, or not this file's size
+    with pytest.raises((OSError, ValueError), match="text model"):
+        load_msclap(ck)
