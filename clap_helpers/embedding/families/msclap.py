@@ -161,9 +161,15 @@ def load_msclap_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of an official file (``{'model': state_dict}``), read with
     ``weights_only=True``; a bare state dict is accepted too."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # a legacy (non-zip) torch file cannot be memory-mapped
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a legacy (non-zip) torch file cannot be memory-mapped
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, not torch, or not weights-only
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path}: cannot read it as a weights-only torch file ({reason})"
+        ) from None
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: not an MS-CLAP checkpoint ({{'model': state_dict}} expected)")

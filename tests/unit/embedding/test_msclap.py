@@ -300,3 +300,14 @@ def test_default_text_model_unavailable_offline_is_a_clear_error(files):
     ck, _ = files["msclap-2023"]  # default text_model "gpt2": not cached, or not this file's size
     with pytest.raises((OSError, ValueError), match="text model"):
         load_msclap(ck)
+
+
+def test_a_corrupt_or_foreign_file_is_a_clear_error(files, tmp_path):
+    ck, tm = files["msclap-2023"]
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(ck.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot read it as a weights-only torch file"):
+        load_msclap(cut, text_model=str(tm))
+    torch.save({"model": {"text_branch.w": torch.zeros(1)}}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no MS-CLAP 2022/2023 key layout"):
+        load_msclap(tmp_path / "other.pth", text_model=str(tm))
