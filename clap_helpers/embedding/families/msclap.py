@@ -116,12 +116,13 @@ VARIANTS = {
 
 # Keys the official model holds but the embedding never uses (dropped before the strict load):
 # the clip-wise AudioSet classifiers, the legacy GPT-2 causal-mask buffers of old transformers
-# versions, and BERT's old persistent position ids. The front-end kernels are checked, then dropped.
+# versions, and BERT's old persistent position (and token type) id buffers. The front-end
+# kernels are checked, then dropped.
 KNOWN_UNUSED = (
     r"^audio_encoder\.base\.fc_audioset\.",
     r"^audio_encoder\.base\.htsat\.(tscam_conv|head)\.",
     r"^caption_encoder\.base\.h\.\d+\.attn\.(bias|masked_bias)$",
-    r"^caption_encoder\.base\.embeddings\.position_ids$",
+    r"^caption_encoder\.base\.embeddings\.(position_ids|token_type_ids)$",
 )
 _FRONTEND_KEYS = (
     "spectrogram_extractor.stft.conv_real.weight",
