@@ -313,3 +313,16 @@ def test_a_corrupt_or_foreign_file_is_a_clear_error(files, tmp_path):
     torch.save({"model": {"text_branch.w": torch.zeros(1)}}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="no MS-CLAP 2022/2023 key layout"):
         load_msclap(tmp_path / "other.pth", text_model=str(tm))
+
+
+def test_fixture_is_deterministic_and_rebuilt_for_another_seed(files, tmp_path):
+    ck, _ = files["msclap-2022"]
+    again, _ = make_tiny_msclap(tmp_path, "msclap-2022")
+    a, b = load_msclap_state_dict(ck), load_msclap_state_dict(again)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    other, _ = make_tiny_msclap(tmp_path, "msclap-2022", seed=1)
+    assert other == again  # same file name, rewritten
+    c = load_msclap_state_dict(other)
+    assert not torch.equal(
+        c["audio_encoder.projection.linear1.weight"], a["audio_encoder.projection.linear1.weight"]
+    )
