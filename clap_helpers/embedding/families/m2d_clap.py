@@ -292,7 +292,6 @@ class M2DAudioTower(nn.Module):
         # i.e. 64 dimensions per head, which also sizes smaller test models.
         self.heads = max(dim // 64, 1)
         self.grid = (cfg.input_size[0] // cfg.patch_size[0], cfg.input_size[1] // cfg.patch_size[1])
-        self.patch_frames = cfg.patch_size[1]
         self.patch_embed = _PatchEmbed(dim, cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], dim))
@@ -307,15 +306,8 @@ class M2DAudioTower(nn.Module):
             self.audio_proj = _AudioToSemantic(dim, sem_depth, sem_hidden)
         else:
             self.audio_proj = _mlp_projector(state, "audio_proj") or nn.Identity()
-        self.out_dim = (
-            dim
-            if not isinstance(self.audio_proj, nn.Sequential | nn.Linear)
-            else (
-                self.audio_proj[-1].out_features
-                if isinstance(self.audio_proj, nn.Sequential)
-                else self.audio_proj.out_features
-            )
-        )
+        lins = [m for m in self.audio_proj.modules() if isinstance(m, nn.Linear)]
+        self.out_dim = lins[-1].out_features if lins else dim
 
     def forward(self, lms: torch.Tensor, time_patches: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed.proj(lms)  # (B, D, Fp, Tp)
@@ -431,8 +423,8 @@ class M2DClapFamily(ModelFamily):
         key_report: dict,
     ):
         self.config = cfg
-        self.audio_tower = tower.eval()
-        self.text_tower = text.eval()
+        self.audio_tower = tower.eval().requires_grad_(False)
+        self.text_tower = text.eval().requires_grad_(False)
         self.model_id = model_id
         self.revision = revision
         self.text_model = text_model
