@@ -11,7 +11,8 @@ The package follows the pipeline, one subpackage per stage:
 ========================  ==================================================================
 ``data``                  dataset registry, loaders, audio decoding, overview, soundscapes,
                           download (http, archives, AudioSet, command line)
-``embedding``             CLAP front-end, encoder, embedding cache, devices, Ray scale-out
+``embedding``             model families, CLAP front-end, encoder, embedding cache, devices,
+                          Ray scale-out
 ``evaluation``            scoring core, zero-shot, prompts, adaptation, label-free,
                           robustness, comparisons, results files, embedding simulator
 ``supervised``            log-mel CNN baselines: features, augment, models, training, protocol
@@ -54,6 +55,7 @@ MODULES = {
     "embed": "embedding.encoder",
     "cache": "embedding.cache",
     "devices": "embedding.devices",
+    "families": "embedding.families",
     "distributed": "embedding.distributed",
     "shards": "embedding.shards",
     "scoring": "evaluation.scoring",
@@ -76,7 +78,11 @@ MODULES = {
     "cnn": "supervised",
 }
 # names re-exported at the top level -> module that defines them
-NAMES = {"load_clap": "embedding.encoder", "ClapEncoder": "embedding.encoder"}
+NAMES = {
+    "load_clap": "embedding.encoder",
+    "load_model": "embedding.encoder",
+    "ClapEncoder": "embedding.encoder",
+}
 
 __all__ = sorted([*MODULES, *NAMES])
 __getattr__, __dir__ = attach(__name__, MODULES, NAMES)
@@ -88,9 +94,9 @@ if TYPE_CHECKING:  # pragma: no cover - what editors and type checkers see
     from .data import audio, download, overview, registry, soundscapes
     from .data import loaders as datasets
     from .devtools import demo, fixtures, runner
-    from .embedding import cache, devices, distributed, frontend, shards
+    from .embedding import cache, devices, distributed, families, frontend, shards
     from .embedding import encoder as embed
-    from .embedding.encoder import ClapEncoder, load_clap
+    from .embedding.encoder import ClapEncoder, load_clap, load_model
     from .evaluation import (
         adapt,
         compare,

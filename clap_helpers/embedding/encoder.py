@@ -1,4 +1,4 @@
-"""Fast, batched, deterministic and cached CLAP embeddings of audio files and texts.
+"""Fast, batched, deterministic and cached audio and text embeddings, for every model family.
 
 ::
 
@@ -6,17 +6,21 @@
     E = enc.embed_audio(clips.path, batch_size=32)    # (N, D) float32, L2-normalised rows
     T = enc.embed_text(["This is a sound of dog."])    # (C, D) float32, L2-normalised rows
 
-How a run goes: cached rows are looked up first (:mod:`clap_helpers.embedding.cache`); the remaining files
-are decoded and resampled to 48 kHz in DataLoader worker processes while the model runs; each clip
-is cut into consecutive 10 s windows; the batched torch log-mel front-end
-(:mod:`clap_helpers.embedding.frontend`) and the model run on the chosen device and precision; window
-embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished rows go
-to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory) gives a
-NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
+``load_clap`` recognises the model family of a checkpoint
+(:mod:`clap_helpers.embedding.families`: LAION-CLAP, PE-Audio, ...); the encoder owns what all
+families share. How a run goes: cached rows are looked up first
+(:mod:`clap_helpers.embedding.cache`); the remaining files are decoded and resampled to the
+family's sample rate (48 kHz for LAION-CLAP) in DataLoader worker processes while the model
+runs; each clip is cut into consecutive windows of the family's length (10 s for LAION-CLAP);
+the family's front-end (for LAION-CLAP the batched torch log-mel,
+:mod:`clap_helpers.embedding.frontend`) and audio tower run on the chosen device and precision;
+window embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished
+rows go to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory)
+gives a NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
 
 Memory: a file is decoded in blocks and cut at ``max_seconds`` (default 30 min, see
-:func:`clap_helpers.data.audio.load_audio`); a long clip's 10 s windows are copied into model batches of
-at most ``model_batch_size`` windows as they are needed, never all at once.
+:func:`clap_helpers.data.audio.load_audio`); a long clip's windows are copied into model batches
+of at most ``model_batch_size`` windows as they are needed, never all at once.
 
 Nothing is random: no random crops (transformers' extractor crops long clips at random), and
 fused models get ``is_longer`` from the clip length alone.
@@ -26,10 +30,8 @@ Used by: every notebook that embeds audio or text (02-10), clap_helpers.apps.sea
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import os
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,17 +40,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
+from ..data.audio import DEFAULT_MAX_SECONDS
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, collate, worker_init
 from .devices import resolve_device, resolve_precision
-from .frontend import LogMelFrontend, split_windows
+from .families.base import ModelFamily
+from .families.registry import load_family
+from .frontend import split_windows
 
 __all__ = [
     "ClapEncoder",
     "DEFAULT_MODEL",
     "EmbeddingWarning",
     "load_clap",
+    "load_model",
     "TEXT_PRECISION",
     "WINDOW_MODES",
 ]
@@ -59,7 +64,6 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
 
 
@@ -72,14 +76,16 @@ def load_clap(
     device: str | torch.device = "auto",
     precision: str = "auto",
     *,
+    family: str | None = None,
     revision: str | None = None,
     window: str = "average",
     cache_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
     int16_roundtrip: bool = False,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    **family_options,
 ) -> ClapEncoder:
-    """Load a CLAP checkpoint (hub id or local folder in ``from_pretrained`` layout).
+    """Load an audio-text model (hub id, local folder or checkpoint file) as a :class:`ClapEncoder`.
 
     Args:
         model: e.g. ``laion/clap-htsat-unfused``, ``laion/clap-htsat-fused``,
@@ -88,11 +94,15 @@ def load_clap(
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` picks the fastest
             precision for the device (see :func:`resolve_precision`) and checks on a probe clip
             that it stays within cosine 0.999 of fp32, else uses fp32. This is the audio
-            tower's precision: log-mel features and text embeddings are always fp32.
+            tower's precision: front-end features and text embeddings are always fp32.
+        family: model family (:func:`clap_helpers.embedding.families.family_names`); default:
+            recognised from the checkpoint (``config.json`` ``model_type``, or the family's own
+            detection for checkpoint files).
         revision: hub revision (branch, tag or commit); part of the cache key.
-        window: clips longer than 10 s: ``"average"`` (mean of consecutive 10 s windows),
-            ``"first"`` (first window only) or ``"fusion"`` (fused checkpoints: the whole clip
-            through the deterministic 4-channel fusion front-end).
+        window: clips longer than the family's window (10 s for LAION-CLAP): ``"average"``
+            (mean of consecutive windows), ``"first"`` (first window only) or ``"fusion"``
+            (fused checkpoints: the whole clip through the deterministic 4-channel fusion
+            front-end).
         cache_dir: embedding cache (default :func:`clap_helpers.embedding.cache.default_cache_dir`;
             ``False``: no cache). A path that is a file is an error here, not after a run.
         num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
@@ -101,42 +111,29 @@ def load_clap(
         max_seconds: audio files are decoded up to this many seconds (default 30 min); a longer
             file is embedded from its first ``max_seconds`` with a warning naming it (part of the
             cache key). ``None``: no limit.
+        family_options: passed to the family's loader (e.g. ``text_model=`` for families whose
+            checkpoint file does not hold its text tower).
 
     Raises:
         FileNotFoundError: ``model`` is a path (``/``, ``./``, ``~``, ...) to a missing folder.
         OSError: a hub id that is neither in the local HF cache nor downloadable (the message
             names the fixes: HF_HOME, HF_HUB_OFFLINE=1, a local folder).
-        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``.
+        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``;
+            a checkpoint no registered family recognises (``UnknownFamilyError``).
         NotADirectoryError: ``cache_dir`` is a file.
     """
-    from transformers import ClapModel, ClapProcessor
-
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
     dev = resolve_device(device)
-    model_id = _check_model(model)
     if cache_dir is not False:
         check_cache_dir(default_cache_dir() if cache_dir is None else cache_dir)
-    kwargs = {"revision": revision} if revision else {}
-    try:
-        clap = ClapModel.from_pretrained(model_id, **kwargs).eval().to(dev)
-        processor = ClapProcessor.from_pretrained(model_id, **kwargs)
-    except OSError as exc:
-        if Path(model_id).expanduser().is_dir():
-            raise
-        raise OSError(_unreachable_message(model_id, revision, exc)) from None
-    fused = bool(clap.config.audio_config.enable_fusion)
-    if window == "fusion" and not fused:
-        raise ValueError(f"window='fusion' needs a fused checkpoint; {model_id} is unfused")
-    frontend = LogMelFrontend.from_feature_extractor(processor.feature_extractor).to(dev)
+    fam = load_family(model, family=family, device=dev, revision=revision, **family_options)
+    if window == "fusion" and not fam.fused:
+        raise ValueError(f"window='fusion' needs a fused checkpoint; {fam.model_id} is unfused")
     enc = ClapEncoder(
-        clap,
-        processor.tokenizer,
-        frontend,
+        fam,
         device=dev,
         precision="fp32",
-        model_id=model_id,
-        revision=_model_revision(model_id, clap, revision),
         window=window,
         cache_dir=cache_dir,
         num_workers=num_workers,
@@ -148,8 +145,8 @@ def load_clap(
         cosine = enc.precision_check(wanted)
         if cosine < _MIN_COSINE_TO_FP32:
             warnings.warn(
-                f"{wanted} embeddings are only cosine {cosine:.5f} from fp32 for {model_id} on "
-                f"{dev}; using fp32",
+                f"{wanted} embeddings are only cosine {cosine:.5f} from fp32 for {fam.model_id} "
+                f"on {dev}; using fp32",
                 stacklevel=2,
             )
             wanted = "fp32"
@@ -157,82 +154,7 @@ def load_clap(
     return enc
 
 
-def _looks_like_path(model: str) -> bool:
-    """A local path rather than a hub id (``org/name`` or ``name``)."""
-    if model.startswith(("/", "./", "../", "~", ".\\", "..\\")) or model in (".", ".."):
-        return True
-    if "\\" in model:
-        return True
-    return model.count("/") > 1
-
-
-def _check_model(model: str | os.PathLike) -> str:
-    """The model argument as a string; a local folder that does not exist or has no
-    ``config.json`` is a clear error (not transformers' complaint about repo ids)."""
-    model_id = str(model)
-    folder = Path(model_id).expanduser()
-    if isinstance(model, os.PathLike) or _looks_like_path(model_id) or folder.is_dir():
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"model folder not found: {model_id} (pass an existing folder in "
-                "from_pretrained layout, or a hub id such as laion/clap-htsat-unfused)"
-            )
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model folder {model_id} has no config.json: it must hold a checkpoint saved "
-                "with save_pretrained (config.json, weights, tokenizer and preprocessor files)"
-            )
-    return model_id
-
-
-def _unreachable_message(model_id: str, revision: str | None, exc: Exception) -> str:
-    from huggingface_hub import constants
-
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    at = f" at revision {revision!r}" if revision else ""
-    return (
-        f"cannot load model {model_id!r}{at}: it is not in the Hugging Face cache "
-        f"({constants.HF_HUB_CACHE}) and could not be downloaded ({reason}). Fix: connect to "
-        "the internet once to download it; or set HF_HOME to the folder whose hub/ cache holds "
-        "it (HF_HUB_OFFLINE=1 then loads it offline); or pass a local checkpoint folder "
-        "(load_clap('/local/folder'), notebooks: -p model /local/folder)"
-    )
-
-
-def _model_revision(model_id: str, model: torch.nn.Module, revision: str | None) -> str:
-    """Commit hash for hub models; for a local folder, a hash of its files' names, sizes, mtimes.
-
-    The commit comes from the resolved snapshot folder of the HF cache
-    (``.../models--org--name/snapshots/<commit>/config.json``): transformers 5 no longer sets
-    ``config._commit_hash``, and a branch name ("main") would serve stale embeddings once the
-    checkpoint is updated.
-    """
-    folder = Path(model_id).expanduser()
-    if folder.is_dir():
-        h = hashlib.sha1(str(folder.resolve()).encode())
-        for p in sorted(folder.iterdir()):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-        return "local-" + h.hexdigest()[:16]
-    commit = _snapshot_commit(model_id, revision)
-    return commit or getattr(model.config, "_commit_hash", None) or revision or "main"
-
-
-def _snapshot_commit(model_id: str, revision: str | None) -> str | None:
-    """The commit of the cached snapshot ``revision`` (default main) resolves to, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        path = try_to_load_from_cache(model_id, "config.json", revision=revision)
-    except ValueError:  # not a valid repo id
-        return None
-    if not isinstance(path, str):
-        return None
-    snapshot = Path(path).parent
-    if snapshot.parent.name != "snapshots" or not _COMMIT.fullmatch(snapshot.name):
-        return None
-    return snapshot.name
+load_model = load_clap  # the family-neutral name
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -250,10 +172,14 @@ def _release_memory(device: torch.device) -> None:
 
 
 class ClapEncoder:
-    """A loaded CLAP model with its tokenizer and front-end; use :func:`load_clap` to build one.
+    """A loaded model family on a device, with cache and batching; use :func:`load_clap`.
 
     Attributes:
-        model: the ``transformers.ClapModel`` (eval mode, on ``device``).
+        family: the :class:`~clap_helpers.embedding.families.base.ModelFamily` (front-end,
+            audio tower, text tower).
+        model, tokenizer, frontend: the family's (LAION-CLAP: the ``transformers.ClapModel``,
+            its tokenizer and :class:`~clap_helpers.embedding.frontend.LogMelFrontend`);
+            AttributeError for a family without them.
         device, precision: where and how it runs (``"fp32"``, ``"bf16"`` or ``"fp16"``).
         dim: embedding size D (512 for the LAION checkpoints).
         fused: whether the checkpoint uses feature fusion.
@@ -268,27 +194,19 @@ class ClapEncoder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        tokenizer,
-        frontend: LogMelFrontend,
+        family: ModelFamily,
         *,
         device: torch.device,
         precision: str,
-        model_id: str,
-        revision: str,
         window: str = "average",
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
         int16_roundtrip: bool = False,
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
     ):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.frontend = frontend
+        self.family = family
         self.device = device
         self.precision = precision
-        self.model_id = model_id
-        self.revision = revision
         self.window = window
         # False: no cache unless a call passes a cache_dir
         self.cache_dir: Path | bool = (
@@ -301,14 +219,31 @@ class ClapEncoder:
         self.num_workers = num_workers
         self.int16_roundtrip = int16_roundtrip
         self.max_seconds = max_seconds
-        self.fused = bool(model.config.audio_config.enable_fusion)
-        self.dim = int(model.config.projection_dim)
         self.failures: list[tuple[str, str]] = []
         self.problems: list[tuple[str, str]] = []
         self.cache_flush_every = 256  # rows per cache chunk: at most this much work is redone
         # Windows per model call. On a CPU, small batches are faster than large ones (fewer page
         # faults from large activations; see usage.md, Performance); elsewhere: batch_size.
         self.model_batch_size: int | None = _CPU_MODEL_BATCH if device.type == "cpu" else None
+
+    # -- the family's attributes --------------------------------------------------------------
+    model_id = property(lambda self: self.family.model_id, doc="hub id, folder or file loaded")
+    revision = property(lambda self: self.family.revision, doc="commit or local-file hash")
+    dim = property(lambda self: int(self.family.dim), doc="embedding size D")
+    fused = property(lambda self: bool(self.family.fused), doc="has a fusion branch")
+    sample_rate = property(lambda self: int(self.family.sample_rate), doc="input rate, Hz")
+
+    def _family_part(self, name: str):
+        try:
+            return getattr(self.family, name)
+        except AttributeError:
+            raise AttributeError(
+                f"the {self.family.name} family has no {name!r} (use enc.family)"
+            ) from None
+
+    model = property(lambda self: self._family_part("model"), doc="the family's model object")
+    tokenizer = property(lambda self: self._family_part("tokenizer"), doc="its text tokenizer")
+    frontend = property(lambda self: self._family_part("frontend"), doc="its front-end module")
 
     def __repr__(self) -> str:
         return (
@@ -318,38 +253,35 @@ class ClapEncoder:
 
     @property
     def logit_scale(self) -> float:
-        """exp of the model's audio logit scale: ``softmax(logit_scale * cosine)`` as in the HF
-        pipeline."""
-        return float(self.model.logit_scale_a.detach().exp())
+        """The family's temperature: ``softmax(logit_scale * cosine)`` as in the HF pipeline."""
+        return float(self.family.logit_scale)
 
     # -- cache namespaces ---------------------------------------------------------------------
     def audio_namespace(self) -> dict:
-        """Everything an audio embedding depends on (the cache key besides the file itself)."""
-        fe = self.frontend
+        """Everything an audio embedding depends on (the cache key besides the file itself):
+        the family, checkpoint and revision, every family setting that changes numbers
+        (``frontend``: :meth:`ModelFamily.namespace`), precision and the encoder's own settings."""
         return {
+            "family": self.family.name,
             "model": self.model_id,
             "revision": self.revision,
             "precision": self.precision,
             "window": self.window,
             "int16_roundtrip": self.int16_roundtrip,
             "max_seconds": self.max_seconds,
-            "frontend": {
-                "truncation": fe.truncation,
-                "padding": fe.padding,
-                "sampling_rate": fe.sampling_rate,
-                "n_fft": fe.n_fft,
-                "hop_length": fe.hop_length,
-                "n_mels": fe.n_mels,
-                "f_min": fe.f_min,
-                "f_max": fe.f_max,
-                "max_length_s": fe.max_length_s,
-            },
+            "frontend": self.family.namespace(),
         }
 
     def text_namespace(self) -> dict:
         """What a text embedding depends on. Text always runs in fp32 (see :meth:`embed_text`),
         whatever ``precision`` the audio tower uses."""
-        return {"model": self.model_id, "revision": self.revision, "precision": TEXT_PRECISION}
+        return {
+            "family": self.family.name,
+            "model": self.model_id,
+            "revision": self.revision,
+            "precision": TEXT_PRECISION,
+            "settings": self.family.namespace(),
+        }
 
     def _store(self, kind: str, cache_dir) -> EmbeddingStore | None:
         root = self.cache_dir if cache_dir is None else cache_dir
@@ -367,11 +299,9 @@ class ClapEncoder:
     @torch.inference_mode()
     def _audio_forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) float32, L2-normalised, of windows (B, T) with true ``lengths``."""
-        features, is_longer = self.frontend(waveforms, lengths)
-        kwargs = {"is_longer": is_longer} if self.fused else {}
+        features = self.family.features(waveforms, lengths)  # fp32, deterministic
         with self._autocast():
-            out = self.model.get_audio_features(input_features=features, **kwargs)
-        emb = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 4.x
+            emb = self.family.audio_tower(*features)
         return F.normalize(emb.float(), dim=-1).cpu()
 
     def _clip_windows(self, n_samples: int) -> list[tuple[int, int]]:
@@ -383,15 +313,17 @@ class ClapEncoder:
         computed here (on torch's ``meta`` device, no memory), the samples are copied batch by
         batch in :meth:`_embed_decoded`.
         """
-        size = self.frontend.max_length
-        if self.window == "fusion" or n_samples <= size:
+        size = self.family.window_samples
+        if size is None or self.window == "fusion" or n_samples <= size:
             return [(0, n_samples)]
-        _, lengths = split_windows(torch.empty(n_samples, device="meta"), size)
+        meta = torch.empty(n_samples, device="meta")
+        _, lengths = split_windows(meta, size, min_last=min(self.sample_rate, size))
         plan = [(i * size, int(n)) for i, n in enumerate(lengths.tolist())]
         return plan[:1] if self.window == "first" else plan
 
     def embed_waveforms(self, waveforms: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Embed in-memory mono waveforms at 48 kHz (e.g. soundscapes): (N, D) float32. No cache."""
+        """Embed in-memory mono waveforms at :attr:`sample_rate` (48 kHz for LAION-CLAP and
+        PE-Audio; e.g. soundscapes): (N, D) float32. No cache."""
         _check_batch_size(batch_size)
         rows = []
         pending: list[np.ndarray] = []
@@ -412,7 +344,8 @@ class ClapEncoder:
         (a longer ``fusion`` clip goes alone), so a 30 min clip never becomes one big tensor.
         """
         batch_size = min(batch_size, self.model_batch_size or batch_size)
-        budget = batch_size * self.frontend.max_length  # samples in one padded model batch
+        window = self.family.window_samples or 10 * self.sample_rate
+        budget = batch_size * window  # samples in one padded model batch
         clips = [torch.as_tensor(x) for x in clips]
         plan = [(i, s, n) for i, x in enumerate(clips) for s, n in self._clip_windows(len(x))]
         batches: list[list[tuple[int, int, int]]] = []
@@ -476,7 +409,7 @@ class ClapEncoder:
             return out
         workers = self.num_workers if num_workers is None else num_workers
         loader = torch.utils.data.DataLoader(
-            DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds),
+            DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds, self.sample_rate),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=collate,
@@ -540,7 +473,7 @@ class ClapEncoder:
                 rows.append(row)
             except _OUT_OF_MEMORY:
                 _release_memory(self.device)
-                seconds = len(x) / CLAP_SAMPLE_RATE
+                seconds = len(x) / self.sample_rate
                 failed[row] = f"out of memory while embedding {seconds:.0f} s of audio"
         emb = np.concatenate(embs) if embs else np.zeros((0, self.dim), np.float32)
         return rows, emb, failed
@@ -575,12 +508,8 @@ class ClapEncoder:
             todo = np.flatnonzero(~found).tolist()
         for start in range(0, len(todo), batch_size):
             rows = todo[start : start + batch_size]
-            tokens = self.tokenizer(
-                [texts[r] for r in rows], padding=True, truncation=True, return_tensors="pt"
-            ).to(self.device)
             with torch.autocast(self.device.type, enabled=False):  # fp32, see docstring
-                res = self.model.get_text_features(**tokens)
-            emb = res.pooler_output if hasattr(res, "pooler_output") else res
+                emb = self.family.text_embeddings([texts[r] for r in rows])
             out[rows] = F.normalize(emb.float(), dim=-1).cpu().numpy()
             if store is not None:
                 store.add([keys[r] for r in rows], out[rows])
@@ -592,7 +521,7 @@ class ClapEncoder:
         """Cosine between ``precision`` and fp32 audio embeddings of a fixed probe clip (chirp +
         noise). Only audio needs it: text always runs in fp32."""
         rng = np.random.default_rng(0)
-        t = np.arange(int(seconds * CLAP_SAMPLE_RATE)) / CLAP_SAMPLE_RATE
+        t = np.arange(int(seconds * self.sample_rate)) / self.sample_rate
         probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)
         x = torch.from_numpy(probe.astype(np.float32))[None]
         lens = torch.tensor([x.shape[1]])

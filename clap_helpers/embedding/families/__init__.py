@@ -1,8 +1,30 @@
 """Model families: one module per kind of audio-text model, all behind :class:`ModelFamily`.
 
+``base`` (the interface), ``registry`` (which family loads a checkpoint: ``register_family``,
+``load_family``, detection from ``config.json`` ``model_type`` or a family's own ``detect``) and
+one module per family: ``laion`` (LAION-CLAP through transformers' ``ClapModel``).
+
 Used by: clap_helpers.embedding.encoder (``load_clap``) and notebooks 02-11 through it.
 """
 
 from .base import ModelFamily
+from .registry import (
+    FAMILIES,
+    FamilySpec,
+    UnknownFamilyError,
+    detect_family,
+    family_names,
+    load_family,
+    register_family,
+)
 
-__all__ = ["ModelFamily"]
+__all__ = [
+    "FAMILIES",
+    "FamilySpec",
+    "ModelFamily",
+    "UnknownFamilyError",
+    "detect_family",
+    "family_names",
+    "load_family",
+    "register_family",
+]
