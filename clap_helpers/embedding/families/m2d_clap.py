@@ -52,6 +52,7 @@ from torch import nn
 
 from ..frontend import hann_window, mel_filter_bank
 from .base import ModelFamily
+from .registry import local_revision, register_family
 
 __all__ = [
     "DEFAULT_NORM_STATS",
@@ -525,13 +526,6 @@ class M2DClapFamily(ModelFamily):
             return self.audio_tower(*self.features(waveforms, lengths)).float()
 
 
-def _file_revision(path: Path) -> str:
-    st = path.stat()
-    import hashlib
-
-    return hashlib.sha256(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-
-
 def load_m2d_clap(
     checkpoint: str | Path,
     *,
@@ -548,7 +542,7 @@ def load_m2d_clap(
         text_model: hub id (from the offline HF cache) or local folder of the text encoder;
             default ``thenlper/gte-base`` (``A``) or ``google-bert/bert-base-uncased`` (``B``).
         device: torch device for both towers.
-        revision: cache-key revision; default a hash of the file's name, size and mtime.
+        revision: cache-key revision; default a hash of the file's path, name, size and mtime.
         name: configuration name to use instead of the folder name (e.g.
             ``"m2d_clap_vit_base-80x608p16x16-240128"``).
 
@@ -610,9 +604,30 @@ def load_m2d_clap(
         tower,
         text,
         model_id=str(checkpoint),
-        revision=revision or _file_revision(path),
+        revision=revision or local_revision(path),
         text_model=text_model or _TEXT_ENCODERS[cfg.text_encoder][0],
         logit_scale=scale,
         key_report=report,
     )
     return fam.to(dev)
+
+
+def _load(
+    model_id: str,
+    *,
+    device: torch.device,
+    revision: str | None = None,
+    text_model: str | None = None,
+    name: str | None = None,
+) -> M2DClapFamily:
+    return load_m2d_clap(
+        model_id, text_model=text_model, device=device, revision=revision, name=name
+    )
+
+
+register_family(
+    M2DClapFamily.name,
+    _load,
+    detect=detect_m2d_clap,
+    description="M2D-CLAP (ViT on 16 kHz log-mel + GTE/BERT) from its official release .pth",
+)

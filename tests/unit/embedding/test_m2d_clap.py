@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -219,3 +220,38 @@ def test_missing_text_tower_is_a_clear_error(files, tmp_path, monkeypatch):
     ckpt, _ = files["2024"]
     with pytest.raises(OSError, match="text_model="):
         load_m2d_clap(ckpt, text_model="no-such-org/no-such-text-model")
+
+
+def test_load_clap_end_to_end(files):
+    import clap_helpers as ch
+
+    ckpt, text = files["2024"]
+    enc = ch.load_clap(ckpt, device="cpu", precision="fp32", text_model=str(text), cache_dir=False)
+    assert enc.family.name == "m2d-clap" and enc.sample_rate == 16000  # detected from key names
+    fam = enc.family
+    n = fam.window_samples
+    x, lens = _clips(2 * n + 20_000, [2 * n + 20_000], seed=3)
+    short = x[0, :40_000].numpy()
+    rows = enc.embed_waveforms([short, x[0].numpy()])
+    direct = F.normalize(
+        fam.audio_embeddings(torch.from_numpy(short)[None], torch.tensor([40_000])), dim=-1
+    )
+    torch.testing.assert_close(torch.from_numpy(rows[0]), direct[0], atol=1e-5, rtol=1e-5)
+    windows = torch.stack([x[0, :n], x[0, n : 2 * n]])  # the long clip: mean of its windows
+    w = F.normalize(fam.audio_embeddings(windows, torch.tensor([n, n])), dim=-1)
+    tail = F.normalize(fam.audio_embeddings(x[:, 2 * n :], torch.tensor([20_000])), dim=-1)
+    pooled = F.normalize(w.sum(0) + tail[0], dim=-1)
+    torch.testing.assert_close(torch.from_numpy(rows[1]), pooled, atol=1e-5, rtol=1e-5)
+    t = enc.embed_text(TEXTS)
+    torch.testing.assert_close(
+        torch.as_tensor(t), F.normalize(fam.text_embeddings(TEXTS), dim=-1), atol=1e-5, rtol=1e-5
+    )
+    enc2 = ch.load_clap(
+        ckpt,
+        device="cpu",
+        precision="fp32",
+        family="m2d-clap",
+        text_model=str(text),
+        cache_dir=False,
+    )
+    assert np.allclose(enc2.embed_waveforms([short]), rows[:1], atol=1e-6)
