@@ -52,7 +52,7 @@ from torch import nn
 
 from ..frontend import hann_window, mel_filter_bank
 from .base import ModelFamily
-from .registry import local_revision, register_family
+from .registry import local_revision, register_family, resolve_revision
 
 __all__ = [
     "DEFAULT_NORM_STATS",
@@ -400,7 +400,9 @@ def _load_text_tower(
         proj.load_state_dict(
             {k[len("text_proj.") :]: v for k, v in state.items() if k.startswith("text_proj.")}
         )
-    return _TextTower(model.eval(), tokenizer, pooling, proj)
+    tower = _TextTower(model.eval(), tokenizer, pooling, proj)
+    tower.revision = resolve_revision(source, None, model.config)  # commit or local-file hash
+    return tower
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,6 +467,7 @@ class M2DClapFamily(ModelFamily):
             "norm_stats": list(self.norm_stats),
             "log_eps": float(torch.finfo(torch.float32).eps),
             "text_model": self.text_model,
+            "text_revision": self.text_tower.revision,
             "text_pooling": _TEXT_ENCODERS[self.config.text_encoder][1],
             "window_samples": self.window_samples,
         }

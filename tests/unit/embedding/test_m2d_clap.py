@@ -246,6 +246,8 @@ def test_load_clap_end_to_end(files):
     torch.testing.assert_close(
         torch.as_tensor(t), F.normalize(fam.text_embeddings(TEXTS), dim=-1), atol=1e-5, rtol=1e-5
     )
+    assert enc.precision_check("bf16") > 0.99  # a probe of one (6.07 s) window, not 10 s
+    assert "text_revision" in enc.family.namespace()
     enc2 = ch.load_clap(
         ckpt,
         device="cpu",
