@@ -105,6 +105,12 @@ def _import_builtin() -> None:
         return
     for module in FAMILY_MODULES:
         importlib.import_module(f"{__package__}.{module}")
+    # Detection order = FAMILY_MODULES order, whichever family module was imported first
+    # (importing families/m2d_clap.py directly registers it before laion); others keep theirs.
+    rank = {f"{__package__}.{m}": i for i, m in enumerate(FAMILY_MODULES)}
+    ordered = sorted(FAMILIES.items(), key=lambda kv: rank.get(kv[1].loader.__module__, len(rank)))
+    FAMILIES.clear()
+    FAMILIES.update(ordered)
     _imported = True
 
 
