@@ -38,6 +38,7 @@ FIXTURE_OVERRIDES: dict[str, dict] = {
     "05_fma": {"music_model": "{env.model}"},
     "08_adaptation": {"n_robust": 12, "snrs": [10, 0], "background_classes": ["rain"], "top_n": 8},
     "09_cnn_baseline": {"epochs": 2, "cnn_model": "cnn4", "window_s": 2.0},
+    "11_model_comparison": {"models": ["{env.model}", "{env.pe_model}"]},
 }
 
 
@@ -104,6 +105,10 @@ class FixtureEnv:
         return self.root / "tiny-clap-fused"
 
     @property
+    def pe_model(self) -> Path:
+        return self.root / "tiny-pe-audio"
+
+    @property
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
@@ -117,11 +122,12 @@ class FixtureEnv:
 
     def build(self) -> FixtureEnv:
         """Write the fixture datasets and the tiny models (reused when already built)."""
-        from .fixtures import make_datasets, make_tiny_clap
+        from .fixtures import make_datasets, make_tiny_clap, make_tiny_pe_audio
 
         make_datasets(self.data_root)
         make_tiny_clap(self.model)
         make_tiny_clap(self.fused_model, fused=True)
+        make_tiny_pe_audio(self.pe_model)
         return self
 
 
@@ -141,6 +147,8 @@ def fixture_parameters(notebook: str | os.PathLike, env: FixtureEnv, fig_dir) ->
         "results_path": str(env.results_dir / f"{stem}.json"),
     }
     for name, value in FIXTURE_OVERRIDES.get(stem, {}).items():
+        if isinstance(value, list):
+            value = [v.format(env=env) if isinstance(v, str) else v for v in value]
         wanted[name] = value.format(env=env) if isinstance(value, str) else value
     declared = declared_parameters(notebook)
     return {k: v for k, v in wanted.items() if k in declared}

@@ -59,7 +59,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
-WINDOW_MODES = ("average", "first", "fusion")
+WINDOW_MODES = ("auto", "average", "first", "fusion")
+_SAID_FUSION: set[str] = set()  # fused checkpoints whose window="auto" choice was announced
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
@@ -78,7 +79,7 @@ def load_clap(
     *,
     family: str | None = None,
     revision: str | None = None,
-    window: str = "average",
+    window: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
     int16_roundtrip: bool = False,
@@ -100,9 +101,10 @@ def load_clap(
             detection for checkpoint files).
         revision: hub revision (branch, tag or commit); part of the cache key.
         window: clips longer than the family's window (10 s for LAION-CLAP): ``"average"``
-            (mean of consecutive windows), ``"first"`` (first window only) or ``"fusion"``
+            (mean of consecutive windows), ``"first"`` (first window only), ``"fusion"``
             (fused checkpoints: the whole clip through the deterministic 4-channel fusion
-            front-end).
+            front-end) or ``"auto"`` (default): ``"fusion"`` for fused checkpoints (said once
+            per checkpoint in a warning, and in the encoder's repr), else ``"average"``.
         cache_dir: embedding cache (default :func:`clap_helpers.embedding.cache.default_cache_dir`;
             ``False``: no cache). A path that is a file is an error here, not after a run.
         num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
@@ -130,6 +132,16 @@ def load_clap(
     fam = load_family(model, family=family, device=dev, revision=revision, **family_options)
     if window == "fusion" and not fam.fused:
         raise ValueError(f"window='fusion' needs a fused checkpoint; {fam.model_id} is unfused")
+    if window == "auto":
+        window = "fusion" if fam.fused else "average"
+        if fam.fused and fam.model_id not in _SAID_FUSION:
+            _SAID_FUSION.add(fam.model_id)
+            warnings.warn(
+                f"{fam.model_id} is a fused checkpoint: clips longer than its window go through "
+                "its fusion branch (deterministic chunks, window='fusion'); pass "
+                "window='average' to average consecutive windows instead",
+                stacklevel=2,
+            )
     enc = ClapEncoder(
         fam,
         device=dev,

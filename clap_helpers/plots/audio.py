@@ -30,24 +30,27 @@ def compute_logmel(
     n_mels: int = 64,
     fmax: float = 14000.0,
     model_window: bool = False,
+    fmin: float | None = None,
 ) -> np.ndarray:
     """Log-mel spectrogram of a clip for display, (frames, n_mels) in dB (floor -100 dB).
 
     The CLAP front-end's own maths (:meth:`clap_helpers.embedding.frontend.LogMelFrontend.log_mel`:
-    Hann STFT, Slaney mel filters from 0 to min(fmax, sr / 2) Hz). By default without the 10 s
-    window or padding rule, so the picture shows the clip as it is. ``model_window=True``: what
-    the model sees instead, (1001, 64) with the front-end's defaults: a 10 s window, a shorter clip
-    repeated to fill it, then zero-padded, a longer one centre-cropped (48 kHz input only; the
-    other arguments are ignored)."""
+    Hann STFT, Slaney mel filters from ``fmin`` to min(fmax, sr / 2) Hz; ``fmin`` defaults to
+    the 50 Hz of the LAION checkpoints' parameter files, :data:`CHECKPOINT_F_MIN`). By default
+    without the 10 s window or padding rule, so the picture shows the clip as it is.
+    ``model_window=True``: what the unfused checkpoints see instead, (1001, 64): a 10 s window,
+    a shorter clip repeated to fill it, then zero-padded, a longer one centre-cropped (48 kHz
+    input only; the other arguments except ``fmin`` are ignored)."""
     import torch
 
-    from ..embedding.frontend import LogMelFrontend
+    from ..embedding.frontend import CHECKPOINT_F_MIN, LogMelFrontend
 
+    f_min = CHECKPOINT_F_MIN if fmin is None else float(fmin)
     w = torch.as_tensor(np.asarray(waveform, dtype=np.float32).reshape(-1))
     if model_window:
         if sr != 48_000:
             raise ValueError(f"the CLAP front-end takes 48 kHz audio, got {sr} Hz")
-        return LogMelFrontend()(w[None]).input_features[0, 0].cpu().numpy()
+        return LogMelFrontend(f_min=f_min)(w[None]).input_features[0, 0].cpu().numpy()
     if w.numel() <= n_fft // 2:  # reflect padding needs a little more than half a frame
         w = torch.nn.functional.pad(w, (0, n_fft // 2 + 1 - w.numel()))
     frontend = LogMelFrontend(
@@ -55,6 +58,7 @@ def compute_logmel(
         n_fft=n_fft,
         hop_length=hop_length,
         n_mels=n_mels,
+        f_min=min(f_min, sr / 2),
         f_max=min(fmax, sr / 2),
     )
     return frontend.log_mel(w[None])[0].cpu().numpy()

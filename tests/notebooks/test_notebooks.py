@@ -26,6 +26,15 @@ EXPECTED_RESULTS = {
     "08_adaptation": ["modes", "comparison", "robustness", "tau_sweep", "n_soundscapes"],
     "09_cnn_baseline": ["accuracy", "f1", "per_fold", "comparison", "n_clips", "n_failed"],
     "10_sound_search": ["n_clips", "text_hits", "top1_label", "example_hits", "text_to_text"],
+    "11_model_comparison": [
+        "models",
+        "families",
+        "datasets",
+        "top1",
+        "top3",
+        "winners",
+        "published",
+    ],
 }
 
 # Checks of the numbers themselves on the fixtures. The tiny CLAP is random, so zero-shot is near
@@ -73,6 +82,13 @@ CHECKS = {
         and len(r["example_hits"]) == r["top_k"]
         and len(r["text_to_text"]) > 0
     ),
+    "11_model_comparison": lambda r: (
+        r["families"] == ["laion-clap", "pe-audio"]
+        and r["datasets"] == ["audioset", "esc50", "fma_small", "urbansound8k"]
+        and r["n"]["esc50"] == 50
+        and len(r["table"]) == 2 * 4 * 4  # models x datasets x prompt strategies
+        and all(0 <= v <= 1 for m in r["top1"].values() for v in m.values())
+    ),
 }
 
 NOTEBOOKS = runner.list_notebooks()
@@ -90,7 +106,7 @@ def test_notebook_is_stored_clean(notebook):
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_fixtures(
-    notebook, fixture_env, data_root, tiny_clap, tiny_clap_fused, tmp_path
+    notebook, fixture_env, data_root, tiny_clap, tiny_clap_fused, tiny_pe_audio, tmp_path
 ):
     fig_dir = tmp_path / "figs"
     params = runner.fixture_parameters(notebook, fixture_env, fig_dir)

@@ -2,7 +2,8 @@
 
 ``base`` (the interface), ``registry`` (which family loads a checkpoint: ``register_family``,
 ``load_family``, detection from ``config.json`` ``model_type`` or a family's own ``detect``) and
-one module per family: ``laion`` (LAION-CLAP through transformers' ``ClapModel``).
+one module per family: ``laion`` (LAION-CLAP through transformers' ``ClapModel``) and
+``pe_audio`` (Meta's PE-Audio / PE-AV through ``PeAudioModel``).
 
 Used by: clap_helpers.embedding.encoder (``load_clap``) and notebooks 02-11 through it.
 """

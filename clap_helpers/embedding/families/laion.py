@@ -26,9 +26,41 @@ from ..frontend import LogMelFrontend
 from .base import ModelFamily
 from .registry import register_family, resolve_revision, unreachable_message
 
-__all__ = ["ClapAudioTower", "LaionClap", "load"]
+__all__ = ["CHECKPOINTS", "FRONTEND", "ClapAudioTower", "LaionClap", "load"]
 
 NAME = "laion-clap"
+#: The front-end settings every LAION hub checkpoint's ``preprocessor_config.json`` holds.
+FRONTEND = {
+    "sampling_rate": 48_000,
+    "feature_size": 64,
+    "fft_window_size": 1024,
+    "hop_length": 480,
+    "frequency_min": 50,
+    "frequency_max": 14_000,
+    "max_length_s": 10,
+    "padding": "repeatpad",
+}
+#: The five hub checkpoints: truncation (``fusion`` = a fused checkpoint, used for clips longer
+#: than 10 s by default), audio tower, parameters (millions), what it was trained for, licence.
+CHECKPOINTS = {
+    "laion/clap-htsat-unfused": dict(
+        truncation="rand_trunc", tower="HTSAT-tiny", params_m=153.5, domain="general sounds"
+    ),
+    "laion/clap-htsat-fused": dict(
+        truncation="fusion", tower="HTSAT-tiny + fusion", params_m=153.5, domain="general sounds"
+    ),
+    "laion/larger_clap_general": dict(
+        truncation="rand_trunc", tower="HTSAT-base", params_m=194.0, domain="general sounds"
+    ),
+    "laion/larger_clap_music": dict(
+        truncation="rand_trunc", tower="HTSAT-base", params_m=194.0, domain="music"
+    ),
+    "laion/larger_clap_music_and_speech": dict(
+        truncation="rand_trunc", tower="HTSAT-base", params_m=194.0, domain="music and speech"
+    ),
+}
+for _info in CHECKPOINTS.values():
+    _info["licence"] = "Apache-2.0"
 
 
 class ClapAudioTower(torch.nn.Module):

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Modules (in this package) that register a family when imported, in detection order.
-FAMILY_MODULES = ["laion", "m2d_clap", "audioclip"]
+FAMILY_MODULES = ["laion", "pe_audio", "m2d_clap", "audioclip"]
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 

@@ -4,6 +4,7 @@ family that is not a transformers model (own rate, window, checkpoint file and l
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -122,3 +123,57 @@ def test_encoder_decodes_at_the_family_rate_and_windows_by_its_length(toy_family
     assert [n for batch in enc.family.seen_lengths for n in batch] == [8_000, 8_000]
     text = enc.embed_text(["a", "bb"])
     assert text.shape == (2, 8) and np.allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ LAION-CLAP
+def test_fused_checkpoints_use_fusion_by_default_and_say_so(tiny_clap, tiny_clap_fused):
+    from clap_helpers.embedding import encoder
+
+    encoder._SAID_FUSION.discard(str(tiny_clap_fused))
+    with pytest.warns(UserWarning, match="fused checkpoint.*fusion branch.*window='average'"):
+        fused = load_clap(tiny_clap_fused, "cpu", "fp32", cache_dir=False)
+    assert fused.window == "fusion" and "window=fusion" in repr(fused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per checkpoint, and never for unfused ones
+        again = load_clap(tiny_clap_fused, "cpu", "fp32", cache_dir=False)
+        unfused = load_clap(tiny_clap, "cpu", "fp32", cache_dir=False)
+        chosen = load_clap(tiny_clap_fused, "cpu", "fp32", window="average", cache_dir=False)
+    assert again.window == "fusion" and unfused.window == "average"
+    assert chosen.window == "average"
+    assert fused.audio_namespace()["window"] == "fusion"  # the cache key holds the choice
+    # deterministic: a 25 s clip embeds identically twice
+    x = np.random.default_rng(0).standard_normal(25 * 48_000).astype(np.float32) * 0.1
+    np.testing.assert_array_equal(fused.embed_waveforms([x]), again.embed_waveforms([x]))
+
+
+def test_tiny_fixture_has_the_real_parameter_files(tiny_clap, tiny_clap_fused):
+    from transformers import ClapFeatureExtractor
+
+    from clap_helpers.embedding.families.laion import CHECKPOINTS, FRONTEND
+
+    for path, truncation in ((tiny_clap, "rand_trunc"), (tiny_clap_fused, "fusion")):
+        fe = ClapFeatureExtractor.from_pretrained(path)
+        assert {k: getattr(fe, k) for k in FRONTEND} == FRONTEND
+        assert fe.truncation == truncation
+        fam = load_clap(path, "cpu", "fp32", cache_dir=False).family
+        assert fam.frontend.f_min == 50.0 and fam.namespace()["f_min"] == 50.0
+        assert "f_min=50 Hz" in repr(fam)
+    assert {c["truncation"] for c in CHECKPOINTS.values()} == {"rand_trunc", "fusion"}
+    assert len(CHECKPOINTS) == 5
+
+
+def test_display_and_cnn_front_ends_use_the_checkpoint_f_min():
+    from clap_helpers.embedding.frontend import CHECKPOINT_F_MIN, LogMelFrontend
+    from clap_helpers.plots.audio import compute_logmel
+    from clap_helpers.supervised.features import make_frontend
+
+    assert make_frontend().f_min == CHECKPOINT_F_MIN == 50.0
+    x = np.random.default_rng(1).standard_normal(48_000).astype(np.float32) * 0.1
+    shown = compute_logmel(x, 48_000)
+    ref = LogMelFrontend(f_min=50.0).log_mel(torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(shown, ref, atol=1e-5)
+    assert not np.allclose(compute_logmel(x, 48_000, fmin=0), shown, atol=1e-3)
+    model_view = compute_logmel(x, 48_000, model_window=True)
+    np.testing.assert_allclose(
+        model_view, LogMelFrontend(f_min=50.0)(torch.from_numpy(x)[None])[0][0, 0].numpy()
+    )
