@@ -30,8 +30,8 @@ What it reproduces (AndreyGuzhov/AudioCLIP at 45327aa, ``model/audioclip.py``,
       ``ftfy`` text repair is not applied (ordinary text is unaffected).
 
 The byte-pair vocabulary ``bpe_simple_vocab_16e6.txt.gz`` (OpenAI CLIP, MIT licence; also shipped
-in the ``open_clip_torch`` wheel, MIT) is not vendored: pass its path, or have ``open_clip``
-installed. The state dict is read with ``torch.load(weights_only=True)``; the image tower
+in the ``open_clip_torch`` wheel, MIT) is not vendored: pass its path, put it next to the
+checkpoint, or have ``open_clip`` installed. The state dict is read with ``torch.load(weights_only=True)``; the image tower
 (``visual.*``) and the image logit scales are dropped by name, other unknown keys are a warning,
 missing ones an error.
 
@@ -497,8 +497,8 @@ def load_audioclip(
 
     Args:
         checkpoint: the release file (a plain state dict).
-        bpe_vocab: CLIP's ``bpe_simple_vocab_16e6.txt.gz``; default the copy inside an installed
-            ``open_clip`` package.
+        bpe_vocab: CLIP's ``bpe_simple_vocab_16e6.txt.gz``; default a ``bpe_simple_vocab*.txt.gz``
+            next to the checkpoint, else the copy inside an installed ``open_clip`` package.
         amplitude: ``"int16"`` (ESC-50 protocol, default) or ``"minmax"`` (UrbanSound8K protocol).
         device: torch device for both towers.
         revision: cache-key revision; default a hash of the file's path, name, size and mtime.
@@ -508,7 +508,10 @@ def load_audioclip(
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"AudioCLIP checkpoint not found: {checkpoint}")
-    bpe_path = Path(bpe_vocab).expanduser() if bpe_vocab else _default_bpe()
+    beside = sorted(path.parent.glob("bpe_simple_vocab*.txt.gz"))  # downloaded next to the .pt
+    bpe_path = (
+        Path(bpe_vocab).expanduser() if bpe_vocab else (beside[0] if beside else _default_bpe())
+    )
     if bpe_path is None or not bpe_path.is_file():
         raise FileNotFoundError(
             "AudioCLIP needs CLIP's byte-pair vocabulary bpe_simple_vocab_16e6.txt.gz (MIT licence): "
