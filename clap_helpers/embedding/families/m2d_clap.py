@@ -73,22 +73,8 @@ DEFAULT_NORM_STATS = (-7.1, 4.2)
 #: Front-end per sample-rate tag (portable_m2d.py ``get_to_melspec``: nnAudio MelSpectrogram with
 #: center=True, power=2, reflect padding, Hann window, Slaney mel scale and norm).
 _FRONTENDS = {
-    "16k": {
-        "sample_rate": 16000,
-        "n_fft": 400,
-        "hop": 160,
-        "n_mels": 80,
-        "f_min": 50.0,
-        "f_max": 8000.0,
-    },
-    "32k": {
-        "sample_rate": 32000,
-        "n_fft": 800,
-        "hop": 320,
-        "n_mels": 80,
-        "f_min": 50.0,
-        "f_max": 16000.0,
-    },
+    "16k": dict(sample_rate=16000, n_fft=400, hop=160, n_mels=80, f_min=50.0, f_max=8000.0),
+    "32k": dict(sample_rate=32000, n_fft=800, hop=320, n_mels=80, f_min=50.0, f_max=16000.0),
 }
 
 #: Text encoder per name suffix (portable_m2d.py ``parse_clap_type`` / ``get_text_encoder``):
