@@ -2,8 +2,9 @@
 
 ``base`` (the interface), ``registry`` (which family loads a checkpoint: ``register_family``,
 ``load_family``, detection from ``config.json`` ``model_type`` or a family's own ``detect``) and
-one module per family: ``laion`` (LAION-CLAP through transformers' ``ClapModel``) and
-``pe_audio`` (Meta's PE-Audio / PE-AV through ``PeAudioModel``).
+one module per family: ``laion`` (LAION-CLAP through transformers' ``ClapModel``),
+``pe_audio`` (Meta's PE-Audio / PE-AV through ``PeAudioModel``), ``m2d_clap`` (M2D-CLAP from its
+release ``.pth``) and ``audioclip`` (AudioCLIP from ``AudioCLIP-Full-Training.pt``).
 
 Used by: clap_helpers.embedding.encoder (``load_clap``) and notebooks 02-11 through it.
 """
