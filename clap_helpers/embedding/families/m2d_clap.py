@@ -529,7 +529,9 @@ def load_m2d_clap(
         checkpoint: the ``checkpoint-*.pth`` file, inside its release folder (whose name holds
             the configuration) unless ``name`` is given.
         text_model: hub id (from the offline HF cache) or local folder of the text encoder;
-            default ``thenlper/gte-base`` (``A``) or ``google-bert/bert-base-uncased`` (``B``).
+            default a folder ``gte-base`` (``bert-base-uncased`` for ``B``) beside the release
+            folder, else the hub id ``thenlper/gte-base`` (``A``) or
+            ``google-bert/bert-base-uncased`` (``B``).
         device: torch device for both towers.
         revision: cache-key revision; default a hash of the file's path, name, size and mtime.
         name: configuration name to use instead of the folder name (e.g.
@@ -576,6 +578,9 @@ def load_m2d_clap(
         )
     tower.load_state_dict(used, strict=False)
     dev = torch.device(device)
+    if text_model is None:  # a folder named like the default hub id beside the release folder
+        beside = path.parent.parent / _TEXT_ENCODERS[cfg.text_encoder][0].split("/")[-1]
+        text_model = str(beside) if beside.is_dir() else None
     text = _load_text_tower(cfg, state, text_model, report)
     if report["missing"]:
         raise ValueError(

@@ -226,8 +226,9 @@ def test_load_clap_end_to_end(files):
     import clap_helpers as ch
 
     ckpt, text = files["2024"]
-    enc = ch.load_clap(ckpt, device="cpu", precision="fp32", text_model=str(text), cache_dir=False)
+    enc = ch.load_clap(ckpt, device="cpu", precision="fp32", cache_dir=False)
     assert enc.family.name == "m2d-clap" and enc.sample_rate == 16000  # detected from key names
+    assert enc.family.text_model == str(text)  # the gte-base folder beside the release folder
     fam = enc.family
     n = fam.window_samples
     x, lens = _clips(2 * n + 20_000, [2 * n + 20_000], seed=3)
