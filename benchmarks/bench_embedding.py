@@ -389,15 +389,16 @@ def probed(enc):
 
     probe = Probe(enc.device)
     enc._embed_decoded = probe.wrap("batch", enc._embed_decoded)
-    enc.frontend.forward = probe.wrap("frontend", enc.frontend.forward)
-    enc.model.get_audio_features = probe.wrap("model", enc.model.get_audio_features)
+    family, tower = enc.family, enc.family.audio_tower  # any model family
+    family.features = probe.wrap("frontend", family.features)
+    tower.forward = probe.wrap("model", tower.forward)
     originals = {name: getattr(EmbeddingStore, name) for name in ("lookup", "add", "flush")}
     for name, fn in originals.items():
         setattr(EmbeddingStore, name, probe.wrap(f"cache_{name}", fn))
     try:
         yield probe
     finally:
-        del enc._embed_decoded, enc.frontend.forward, enc.model.get_audio_features
+        del enc._embed_decoded, family.features, tower.forward
         for name, fn in originals.items():
             setattr(EmbeddingStore, name, fn)
 
@@ -491,6 +492,30 @@ def run_naive(model, processor, paths, device) -> tuple[dict, np.ndarray]:
     return {**stats, **used}, np.stack(rows)
 
 
+def run_naive_family(enc, paths, device) -> tuple[dict, np.ndarray]:
+    """The naive loop for a family without a transformers processor path here: decode, the
+    family's front-end and audio tower, one clip at a time, fp32."""
+    import torch
+    import torch.nn.functional as F
+
+    from clap_helpers.data.audio import load_audio
+
+    def one(path) -> np.ndarray:
+        x = torch.from_numpy(load_audio(path, enc.sample_rate))[None]
+        emb = enc.family.audio_tower(*enc.family.features(x, torch.tensor([x.shape[1]])))
+        return F.normalize(emb.float(), dim=-1).cpu().numpy()[0]
+
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        one(paths[0])  # warm-up, untimed
+        _sync(device)
+        usage, t0 = Usage().start(), time.perf_counter()
+        rows = [one(p) for p in paths]
+        _sync(device)
+        seconds, used = time.perf_counter() - t0, usage.stop()
+    stats = {"clips": len(paths), "seconds": seconds, "clips_per_s": len(paths) / seconds}
+    return {**stats, **used}, np.stack(rows)
+
+
 def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
     """Model only (as in ``_audio_forward`` after the front-end) on features made beforehand."""
     import torch
@@ -504,16 +529,14 @@ def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
         clips.append(clips[len(clips) % len(paths)])
     waveforms, lengths = batch_from_list(clips)
     t0 = time.perf_counter()
-    features, is_longer = enc.frontend(waveforms, lengths)
+    features = enc.family.features(waveforms, lengths)  # any model family
     _sync(device)
     frontend_s = time.perf_counter() - t0
-    kwargs = {"is_longer": is_longer} if enc.fused else {}
 
     @torch.inference_mode()
     def step():
         with enc._autocast():
-            out = enc.model.get_audio_features(input_features=features, **kwargs)
-        emb = out.pooler_output if hasattr(out, "pooler_output") else out
+            emb = enc.family.audio_tower(*features)
         return F.normalize(emb.float(), dim=-1).cpu()
 
     step()  # warm-up
@@ -576,7 +599,8 @@ def measure(plan: dict) -> dict:
     res["load_s"] = time.perf_counter() - t0
     res["setup"] = {
         "model": plan["model_label"],
-        "parameters_m": sum(p.numel() for p in enc.model.parameters()) / 1e6,
+        "parameters_m": sum(p.numel() for p in enc.family.audio_tower.parameters()) / 1e6,
+        "family": enc.family.name,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu": cpu_name(),
@@ -634,8 +658,11 @@ def measure(plan: dict) -> dict:
 
     naive_paths = all_paths[: args.naive_clips]
     log(f"naive loop: {len(naive_paths)} clips, one at a time, fp32")
-    processor = ClapProcessor.from_pretrained(plan["model"])
-    res["naive"], emb_naive = run_naive(enc.model, processor, naive_paths, device)
+    if enc.family.name == "laion-clap":
+        processor = ClapProcessor.from_pretrained(plan["model"])
+        res["naive"], emb_naive = run_naive(enc.model, processor, naive_paths, device)
+    else:  # other families: their own front-end and tower, one clip at a time, fp32
+        res["naive"], emb_naive = run_naive_family(enc, naive_paths, device)
     n = len(naive_paths)
     m = min(n, len(emb))  # the naive loop may run on more clips than the pipeline
     cos = np.sum(emb_naive[:m] * emb[:m], axis=1)

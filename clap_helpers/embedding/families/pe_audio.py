@@ -3,7 +3,9 @@
 Loads ``PeAudioModel`` checkpoints (``config.json`` ``model_type`` ``"pe_audio"``: local folders,
 the tiny fixture :mod:`clap_helpers.devtools.fixtures.tiny_pe_audio`) and the audio-text part of
 ``PeAudioVideoModel`` checkpoints (``"pe_audio_video"``: ``facebook/pe-av-small|base|large``,
-whose ``audio_model`` is a ``PeAudioModel``).
+whose ``audio_model`` is a ``PeAudioModel``; transformers builds the whole audio-video model, so
+these need ``timm`` for the unused video tower, and this path has not been run against the real
+hub files: no network here).
 
 * Front-end (:meth:`PeAudio.features`): the raw 48 kHz waveform, as ``PeAudioFeatureExtractor``
   prepares it: each clip reflect-padded to a multiple of the 1920-sample hop (40 ms), the batch
@@ -166,7 +168,13 @@ def load(
         if config.model_type == "pe_audio_video":
             from transformers import PeAudioVideoModel
 
-            full = PeAudioVideoModel.from_pretrained(model_id, **extra)
+            try:
+                full = PeAudioVideoModel.from_pretrained(model_id, **extra)
+            except ImportError as exc:
+                raise ImportError(
+                    f"{model_id} is a PE-AV checkpoint: transformers builds its video tower (not "
+                    f"used here) with timm, so install it (pip install timm) ({exc})"
+                ) from None
             model = full.audio_model
             del full  # the video and audio-video towers are not needed
         else:

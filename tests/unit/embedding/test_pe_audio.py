@@ -118,3 +118,8 @@ def test_loads_from_the_offline_hub_cache(tiny_pe_audio, tmp_path, monkeypatch):
     enc = load_clap("facebook/fake-pe", "cpu", "fp32", cache_dir=False)
     assert enc.family.name == "pe-audio" and enc.revision == commit
     assert enc.embed_text(["a dog barking"]).shape == (1, 64)
+
+
+def test_reduced_precision_audio_is_checked_like_laion(pe, min_cosine_to_fp32):
+    """precision='auto' checks the family's audio tower on the probe clip, as for LAION-CLAP."""
+    assert pe.precision_check("bf16") > min_cosine_to_fp32("bf16")
