@@ -542,7 +542,8 @@ class ClapEncoder:
         """Cosine between ``precision`` and fp32 audio embeddings of a fixed probe clip (chirp +
         noise). Only audio needs it: text always runs in fp32."""
         rng = np.random.default_rng(0)
-        t = np.arange(int(seconds * self.sample_rate)) / self.sample_rate
+        n = int(seconds * self.sample_rate)
+        t = np.arange(min(n, self.family.window_samples or n)) / self.sample_rate  # one window
         probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)
         x = torch.from_numpy(probe.astype(np.float32))[None]
         lens = torch.tensor([x.shape[1]])

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Modules (in this package) that register a family when imported, in detection order.
-FAMILY_MODULES = ["laion", "pe_audio", "msclap"]
+FAMILY_MODULES = ["laion", "pe_audio", "msclap", "m2d_clap", "audioclip"]
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -105,6 +105,12 @@ def _import_builtin() -> None:
         return
     for module in FAMILY_MODULES:
         importlib.import_module(f"{__package__}.{module}")
+    # Detection order = FAMILY_MODULES order, whichever family module was imported first
+    # (importing families/m2d_clap.py directly registers it before laion); others keep theirs.
+    rank = {f"{__package__}.{m}": i for i, m in enumerate(FAMILY_MODULES)}
+    ordered = sorted(FAMILIES.items(), key=lambda kv: rank.get(kv[1].loader.__module__, len(rank)))
+    FAMILIES.clear()
+    FAMILIES.update(ordered)
     _imported = True
 
 
