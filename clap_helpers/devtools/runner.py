@@ -198,17 +198,18 @@ class FixtureEnv:
     def build_other_families(self) -> FixtureEnv:
         """Write the tiny MS-CLAP 2023, M2D-CLAP and AudioCLIP files (official file formats) at
         :attr:`msclap_model`, :attr:`m2d_model` and :attr:`audioclip_model`, checked."""
+        from ..diagnostics import quiet_loading
         from .fixtures import make_tiny_audioclip, make_tiny_m2d, make_tiny_msclap
 
-        made = {self.msclap_model: make_tiny_msclap(self.msclap_model.parent, "msclap-2023")[0]}
-        # These two makers always rewrite (a new mtime is a new revision: the embedding cache of
-        # `make demo` would miss every time), so they run only when their files are missing.
-        m2d_root = self.m2d_model.parents[1]
-        if not (self.m2d_model.is_file() and (m2d_root / "gte-base" / "config.json").is_file()):
-            made[self.m2d_model] = make_tiny_m2d(m2d_root, "2024")[0]
-        clip_dir = self.audioclip_model.parent
-        if not (self.audioclip_model.is_file() and any(clip_dir.glob("bpe_*.txt.gz"))):
-            made[self.audioclip_model] = make_tiny_audioclip(clip_dir)[0]
+        m2d_root, clip_dir = self.m2d_model.parents[1], self.audioclip_model.parent
+        with quiet_loading():  # no "Writing model shards" bar in the terminal
+            made = {self.msclap_model: make_tiny_msclap(self.msclap_model.parent)[0]}
+            # These two makers always rewrite (a new mtime is a new revision: the embedding cache
+            # of `make demo` would miss every time), so they run only when their files are missing.
+            if not (self.m2d_model.is_file() and (m2d_root / "gte-base" / "config.json").is_file()):
+                made[self.m2d_model] = make_tiny_m2d(m2d_root, "2024")[0]
+            if not (self.audioclip_model.is_file() and any(clip_dir.glob("bpe_*.txt.gz"))):
+                made[self.audioclip_model] = make_tiny_audioclip(clip_dir)[0]
         for want, got in made.items():  # the properties name where the fixture makers write
             if Path(got) != want:
                 raise RuntimeError(f"fixture written to {got}, FixtureEnv expects {want}")
