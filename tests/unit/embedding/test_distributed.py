@@ -176,6 +176,7 @@ def test_distributed_equals_single_process_and_resumes(ray_cluster, tiny_clap, c
     assert meta["model"] == str(Path(tiny_clap).resolve()) and meta["revision"] == enc.revision
     assert (meta["precision"], meta["window"], meta["dim"]) == ("fp32", "average", enc.dim)
     assert meta["frontend"]["sampling_rate"] == 48_000 and meta["frontend"]["n_mels"] == 64
+    assert meta["sample_rate"] == 48_000  # the rate the decoding tasks resampled to
     again = D.embed_distributed(out, clips, **kwargs)
     assert again["n_skipped"] == len(clips) and again["n_missing"] == 0
 
