@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_families.py [--families unfused larger pe-audio] [--clips 16]
         [--seconds 5] [--batch-size 4] [--device auto] [--precision fp32] [--model ID_OR_DIR ...]
-        [--json out.json]
+        [--text-model FOLDER] [--json out.json]
 
 Without ``--model`` it times full-size models with seeded random weights built in memory
 (nothing downloaded, nothing written): ``unfused`` (``ClapConfig()``: the shapes of
@@ -12,7 +12,8 @@ Without ``--model`` it times full-size models with seeded random weights built i
 2-2-12-2, hidden 1024, as ``laion/larger_clap_*``) and ``pe-audio`` (``PeAudioConfig()``, the
 default configuration transformers documents as the ``facebook/pe-av-large`` style; the small and
 base configurations are not in transformers and were not reachable offline). ``--model`` times
-real checkpoints instead (any family ``load_clap`` knows, from the HF cache or a folder).
+real checkpoints instead (any family ``load_clap`` knows, from the HF cache, a folder or a
+checkpoint file; ``--text-model``: the text tower folder MS-CLAP files need offline).
 
 Each model embeds ``--clips`` synthetic clips of ``--seconds`` (a tone, noise and clicks; in
 memory, so decoding is not timed) through ``ClapEncoder.embed_waveforms`` once to warm up, then
@@ -110,14 +111,17 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--text-model", default=None, help="text tower folder for --model files")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
     rows = []
     if args.model:
+        options = {"text_model": args.text_model} if args.text_model else {}
         encoders = (
-            load_clap(m, device, args.precision, cache_dir=False, num_workers=0) for m in args.model
+            load_clap(m, device, args.precision, cache_dir=False, num_workers=0, **options)
+            for m in args.model
         )
     else:
         precision = resolve_precision(args.precision, device)

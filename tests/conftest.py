@@ -55,6 +55,13 @@ def tiny_pe_audio(fixture_env):
     return make_tiny_pe_audio(fixture_env.pe_model)
 
 
+@pytest.fixture(scope="session")
+def other_families(fixture_env):
+    """The tiny MS-CLAP 2023, M2D-CLAP and AudioCLIP files of the FixtureEnv (official formats):
+    ``fixture_env.msclap_model`` (+ ``msclap_text_model``), ``m2d_model``, ``audioclip_model``."""
+    return fixture_env.build_other_families()
+
+
 # Embedding precision of the tests that do not test precision itself. Never chosen by CPU flags:
 # fp32 unless CLAP_TEST_PRECISION forces another (`make test` runs the embedding tests once more
 # with CLAP_TEST_PRECISION=bf16, so bf16 is covered on AVX2-only, AVX512-BF16 and AMX CPUs alike).

@@ -68,13 +68,23 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 # notebook shows each figure as "<Figure size ... with 1 Axes>" text).
 KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 
-# Parameters a notebook needs on the fixtures besides the common ones; values may name
-# FixtureEnv attributes as "{env.attr}".
+# Parameters a notebook needs on the fixtures besides the common ones; strings (also inside lists
+# and dicts) may name FixtureEnv attributes as "{env.attr}". Notebook 11 compares every family:
+# MS-CLAP needs its text tower folder (text_model); M2D-CLAP and AudioCLIP find theirs beside the
+# checkpoint.
 FIXTURE_OVERRIDES: dict[str, dict] = {
     "05_fma": {"music_model": "{env.model}"},
     "08_adaptation": {"n_robust": 12, "snrs": [10, 0], "background_classes": ["rain"], "top_n": 8},
     "09_cnn_baseline": {"epochs": 2, "cnn_model": "cnn4", "window_s": 2.0},
-    "11_model_comparison": {"models": ["{env.model}", "{env.pe_model}"]},
+    "11_model_comparison": {
+        "models": [
+            "{env.model}",
+            "{env.pe_model}",
+            {"model": "{env.msclap_model}", "text_model": "{env.msclap_text_model}"},
+            "{env.m2d_model}",
+            "{env.audioclip_model}",
+        ]
+    },
 }
 
 
@@ -145,6 +155,27 @@ class FixtureEnv:
         return self.root / "tiny-pe-audio"
 
     @property
+    def msclap_model(self) -> Path:
+        """Tiny MS-CLAP 2023 file (official format); its GPT-2 folder is :attr:`msclap_text_model`."""
+        return self.root / "tiny-msclap" / "CLAP_weights_2023.pth"
+
+    @property
+    def msclap_text_model(self) -> Path:
+        return self.root / "tiny-msclap" / "text-gpt2"
+
+    @property
+    def m2d_model(self) -> Path:
+        """Tiny M2D-CLAP 2024 release file (its text tower folder lies beside the release folder)."""
+        return (
+            self.root / "tiny-m2d" / "m2d_clap_vit_base-80x608p16x16-240128" / "checkpoint-300.pth"
+        )
+
+    @property
+    def audioclip_model(self) -> Path:
+        """Tiny AudioCLIP file (its BPE vocabulary lies beside it)."""
+        return self.root / "tiny-audioclip" / "AudioCLIP-Full-Training.pt"
+
+    @property
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
@@ -164,6 +195,27 @@ class FixtureEnv:
         make_tiny_clap(self.model)
         make_tiny_clap(self.fused_model, fused=True)
         make_tiny_pe_audio(self.pe_model)
+        self.build_other_families()
+        return self
+
+    def build_other_families(self) -> FixtureEnv:
+        """Write the tiny MS-CLAP 2023, M2D-CLAP and AudioCLIP files (official file formats) at
+        :attr:`msclap_model`, :attr:`m2d_model` and :attr:`audioclip_model`, checked."""
+        from ..diagnostics import quiet_loading
+        from .fixtures import make_tiny_audioclip, make_tiny_m2d, make_tiny_msclap
+
+        m2d_root, clip_dir = self.m2d_model.parents[1], self.audioclip_model.parent
+        with quiet_loading():  # no "Writing model shards" bar in the terminal
+            made = {self.msclap_model: make_tiny_msclap(self.msclap_model.parent)[0]}
+            # These two makers always rewrite (a new mtime is a new revision: the embedding cache
+            # of `make demo` would miss every time), so they run only when their files are missing.
+            if not (self.m2d_model.is_file() and (m2d_root / "gte-base" / "config.json").is_file()):
+                made[self.m2d_model] = make_tiny_m2d(m2d_root, "2024")[0]
+            if not (self.audioclip_model.is_file() and any(clip_dir.glob("bpe_*.txt.gz"))):
+                made[self.audioclip_model] = make_tiny_audioclip(clip_dir)[0]
+        for want, got in made.items():  # the properties name where the fixture makers write
+            if Path(got) != want:
+                raise RuntimeError(f"fixture written to {got}, FixtureEnv expects {want}")
         return self
 
 
@@ -183,11 +235,20 @@ def fixture_parameters(notebook: str | os.PathLike, env: FixtureEnv, fig_dir) ->
         "results_path": str(env.results_dir / f"{stem}.json"),
     }
     for name, value in FIXTURE_OVERRIDES.get(stem, {}).items():
-        if isinstance(value, list):
-            value = [v.format(env=env) if isinstance(v, str) else v for v in value]
-        wanted[name] = value.format(env=env) if isinstance(value, str) else value
+        wanted[name] = _with_env(value, env)
     declared = declared_parameters(notebook)
     return {k: v for k, v in wanted.items() if k in declared}
+
+
+def _with_env(value, env: FixtureEnv):
+    """``value`` with every ``"{env.attr}"`` string (also in lists and dicts) filled in."""
+    if isinstance(value, str):
+        return value.format(env=env)
+    if isinstance(value, list | tuple):
+        return [_with_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_env(v, env) for k, v in value.items()}
+    return value
 
 
 def run_notebook(

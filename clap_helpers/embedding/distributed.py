@@ -11,7 +11,9 @@
     E = ch.distributed.read_embeddings("runs/esc50_emb", clips["path"])   # (N, D), NaN = missing
 
 The pipeline: the clip list (paths already in the output are skipped) -> decode and resample to
-48 kHz in CPU tasks (the single-process engine's decoder, :func:`clap_helpers.data.audio.load_audio`)
+the model family's rate (48 kHz LAION-CLAP, 44.1 kHz MS-CLAP and AudioCLIP, 16 kHz M2D-CLAP; in the
+run metadata as ``sample_rate``) in CPU tasks (the single-process engine's decoder,
+:func:`clap_helpers.data.audio.load_audio`)
 -> embed in a pool of actors, each holding one :class:`~clap_helpers.embedding.encoder.ClapEncoder` (loaded
 once, on its GPU when ``gpus_per_worker`` > 0) and calling its
 :meth:`~clap_helpers.embedding.encoder.ClapEncoder.embed_waveforms` (same front-end, windowing, pooling and
@@ -43,6 +45,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
 from .encoder import DEFAULT_MODEL, WINDOW_MODES
 from .shards import (
     FORMAT_VERSION,
@@ -89,9 +92,15 @@ DECODE_TASK_MEMORY = 512 * 2**20  # bytes: the worker (~300 MB with torch) + a d
 # ----------------------------------------------------------------------------------------------
 # Pipeline stages (run in Ray tasks and actors)
 # ----------------------------------------------------------------------------------------------
-def decode_batch(batch: dict, int16_roundtrip: bool = False) -> dict:
-    """Ray Data stage 1 (CPU tasks): ``{"path": (B,)}`` -> path, waveform (48 kHz float32,
-    empty when failed), error, warning. Decoding is the single-process engine's own."""
+def decode_batch(
+    batch: dict,
+    int16_roundtrip: bool = False,
+    sample_rate: int = CLAP_SAMPLE_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> dict:
+    """Ray Data stage 1 (CPU tasks): ``{"path": (B,)}`` -> path, waveform (float32 at
+    ``sample_rate``, the model family's rate; empty when failed), error, warning. Decoding is the
+    single-process engine's own."""
     from .decoding import DecodeDataset
 
     paths = [str(p) for p in batch["path"]]
@@ -100,7 +109,8 @@ def decode_batch(batch: dict, int16_roundtrip: bool = False) -> dict:
         tmp = None
         try:
             local, tmp = open_local(path)
-            _, x, found = DecodeDataset([local], [0], int16_roundtrip)[0]
+            decoder = DecodeDataset([local], [0], int16_roundtrip, max_seconds, sample_rate)
+            _, x, found = decoder[0]
             found = [n.removeprefix(f"{local}: ") for n in found]
         except FileNotFoundError:
             x, found = None, ["file not found"]
@@ -156,6 +166,7 @@ class ClapEmbedder:
             num_workers=0,
             int16_roundtrip=settings["int16_roundtrip"],
             cache_dir=tempfile.gettempdir(),  # never used: embed_waveforms does not cache
+            **settings.get("model_options", {}),
         )
         self.batch_size = settings["batch_size"]
 
@@ -198,7 +209,14 @@ class ClapEmbedder:
         )
 
 
-def _describe(model: str, precision: str, revision: str | None, window: str, int16: bool) -> dict:
+def _describe(
+    model: str,
+    precision: str,
+    revision: str | None,
+    window: str,
+    int16: bool,
+    options: dict | None = None,
+) -> dict:
     """Load the model once where an actor would run: the run's metadata (precision resolved)."""
     from .encoder import load_clap
 
@@ -210,9 +228,11 @@ def _describe(model: str, precision: str, revision: str | None, window: str, int
         num_workers=0,
         int16_roundtrip=int16,
         cache_dir=tempfile.gettempdir(),
+        **(options or {}),
     )
     meta = enc.audio_namespace()
     meta.update(dim=enc.dim, device=enc.device.type, format_version=FORMAT_VERSION)
+    meta["sample_rate"] = enc.sample_rate  # the decoding stage's rate
     return meta
 
 
@@ -269,6 +289,7 @@ def embed_distributed(
     rows_per_shard: int = 10_000,
     retry_failed: bool = False,
     runtime_env: dict | None = None,
+    model_options: dict | None = None,
 ) -> dict:
     """Embed clips on a Ray cluster into Parquet shards under ``out_dir`` (see the module doc).
 
@@ -287,6 +308,9 @@ def embed_distributed(
         rows_per_shard: target rows per Parquet file (a hint to Ray Data).
         retry_failed: also redo paths written with an error (default: skip every written path).
         runtime_env: Ray runtime environment for the workers (e.g. ``{"pip": [...]}``).
+        model_options: more :func:`clap_helpers.load_clap` options (JSON values), e.g.
+            ``{"text_model": "/weights/gpt2"}`` for MS-CLAP (``--text-model``); the cluster's
+            workers must see the paths.
 
     Returns:
         dict: n_paths, n_skipped (already written), n_embedded and n_failed (this run),
@@ -334,12 +358,20 @@ def embed_distributed(
             "int16_roundtrip": int16_roundtrip,
             "device": "gpu" if gpus_per_worker else "cpu",
         }
+        options = {
+            k: str(v) if isinstance(v, os.PathLike) else v for k, v in (model_options or {}).items()
+        }
+        if options:  # (absent when empty: the request of runs made before the option matches)
+            request["model_options"] = options
         old = read_metadata(out_dir)
-        if old is not None and old.get("request") == request:
+        # (metadata written before sample_rate was recorded: load the model once to know it)
+        if old is not None and old.get("request") == request and "sample_rate" in old:
             meta = old  # a re-run with the same request: no need to load the model to know
         else:
             describe = ray.remote(**remote_args)(_describe)
-            meta = ray.get(describe.remote(model, precision, revision, window, int16_roundtrip))
+            meta = ray.get(
+                describe.remote(model, precision, revision, window, int16_roundtrip, options)
+            )
             meta["request"] = request
         done = written_paths(out_dir, meta, retry_failed)
         todo = [p for p in wanted if p not in done]
@@ -400,6 +432,7 @@ def _run(
         "window": meta["window"],
         "int16_roundtrip": meta["int16_roundtrip"],
         "batch_size": batch_size,
+        "model_options": meta["request"].get("model_options", {}),
     }
     block = max(1, min(4 * batch_size, -(-len(todo) // max(1, 4 * num_workers))))
     table = pa.table({"path": pa.array(todo, pa.string())})
@@ -411,7 +444,11 @@ def _run(
         ray.data.from_arrow(blocks)
         .map_batches(
             decode_batch,
-            fn_kwargs={"int16_roundtrip": meta["int16_roundtrip"]},
+            fn_kwargs={
+                "int16_roundtrip": meta["int16_roundtrip"],
+                "sample_rate": meta["sample_rate"],
+                "max_seconds": meta.get("max_seconds", DEFAULT_MAX_SECONDS),
+            },
             batch_size=None,
             batch_format="numpy",
             num_cpus=decode_cpus,
@@ -454,8 +491,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src.add_argument("--dataset", help="esc50, urbansound8k, fma_small or audioset")
     src.add_argument("--files", help="folder, list file (one path a line), glob, or URI folder")
     p.add_argument("--data-root", default="downloads", help="the --dest of dataset.sh")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, folder or checkpoint file")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    p.add_argument("--family", default=None, help="model family (default: recognised)")
+    p.add_argument("--text-model", default=None, help="text tower folder (MS-CLAP, M2D-CLAP)")
     p.add_argument("--out", required=True, help="output folder or URI (s3://, gs://, file://)")
     p.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:10001)")
     p.add_argument("--num-workers", type=int, default=1, help="embedding actors (models)")
@@ -492,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             rows_per_shard=args.rows_per_shard,
             retry_failed=args.retry_failed,
+            model_options={
+                k: v for k, v in (("family", args.family), ("text_model", args.text_model)) if v
+            },
         )
     except (DistributedError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -157,7 +157,7 @@ class ModelRun:
 
 
 def embed_runs(
-    specs: Mapping[str, tuple[str | os.PathLike, str]],
+    specs: Mapping[str, tuple],
     paths: Sequence[str | os.PathLike],
     prompts: Mapping[str, Sequence[str | Sequence[str]]],
     *,
@@ -172,7 +172,9 @@ def embed_runs(
 
     Args:
         specs: {run name: (model, window)}, e.g. ``{"general_average": (model, "average"),
-            "general_first": (model, "first"), "music_average": (music_model, "average")}``.
+            "general_first": (model, "first"), "music_average": (music_model, "average")}``; a
+            third item, a dict of ``load_clap`` options for that run's model only (``family``,
+            ``text_model``, ...), e.g. ``(msclap_file, "average", {"text_model": folder})``.
             Models load one at a time (:func:`clap_helpers.embedding.encoder.load_clap`), so only one is in
             memory; a model listed twice is loaded twice (its text embeddings come from the cache).
         paths: the N audio files.
@@ -189,14 +191,10 @@ def embed_runs(
 
     paths = [str(p) for p in paths]
     runs: dict[str, ModelRun] = {}
-    for name, (model, window) in specs.items():
+    for name, (model, window, *rest) in specs.items():
+        options = {**dict(load_kwargs or {}), **dict(rest[0] if rest else {})}
         enc = load_clap(
-            model,
-            device=device,
-            precision=precision,
-            window=window,
-            cache_dir=cache_dir,
-            **dict(load_kwargs or {}),
+            model, device=device, precision=precision, window=window, cache_dir=cache_dir, **options
         )
         audio = enc.embed_audio(paths, batch_size=batch_size)
         texts = {s: ensemble_embeddings(enc.embed_text, groups) for s, groups in prompts.items()}

@@ -9,6 +9,11 @@
     ch.model_comparison.class_winners(comp, "esc50")    # per class: each model's top-1, winner
     ch.model_comparison.published_beside(comp)          # our numbers beside the published ones
 
+A model is a hub id, folder or checkpoint file, or a dict ``{"model": path, **options}`` whose
+other keys are :func:`clap_helpers.load_clap` options for that model alone (``family``,
+``text_model``, ``window``, ...; ``"name"``: how tables name it, default the path), e.g.
+``{"model": "/weights/CLAP_weights_2023.pth", "text_model": "/weights/gpt2"}``.
+
 Models load one at a time (:func:`clap_helpers.load_clap`: any family, recognised from its
 checkpoint), each embeds every dataset's clips once (cached) and every prompt strategy's texts
 (:func:`clap_helpers.evaluation.prompts.prompt_sets`: label, template, descriptive, ensemble);
@@ -37,6 +42,7 @@ __all__ = [
     "STRATEGIES",
     "accuracy_table",
     "class_winners",
+    "model_entry",
     "published_beside",
     "run_comparison",
     "winner_counts",
@@ -83,8 +89,24 @@ class Comparison:
         return list(self.families)
 
 
+ModelSpec = str | os.PathLike | Mapping[str, Any]
+
+
+def model_entry(spec: ModelSpec) -> tuple[str, str | os.PathLike, dict[str, Any]]:
+    """``(name, model, load options)`` of a :func:`run_comparison` model entry: a path or hub id
+    (no options), or a dict ``{"model": ..., "name": ..., **load_clap options}``."""
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        if "model" not in options:
+            raise ValueError(f"a model entry given as a dict needs a 'model' key: {spec!r}")
+        model = options.pop("model")
+        name = options.pop("name", None)
+        return str(name if name is not None else model), model, options
+    return str(spec), spec, {}
+
+
 def run_comparison(
-    models: Sequence[str | os.PathLike],
+    models: Sequence[ModelSpec],
     datasets: Sequence[str],
     data_root: str | os.PathLike = "downloads",
     *,
@@ -98,7 +120,13 @@ def run_comparison(
     cache_dir: str | os.PathLike | None = None,
     **load_kwargs: Any,
 ) -> Comparison:
-    """Embed and score every dataset with every model (see the module doc)."""
+    """Embed and score every dataset with every model (see the module doc).
+
+    ``models``: hub ids, folders or checkpoint files, or dicts ``{"model": path, "name": label,
+    **options}`` whose options (``family``, ``text_model``, ...) go to
+    :func:`clap_helpers.load_clap` for that model only (:func:`model_entry`); they override
+    ``load_kwargs``, which every model gets. Rows and tables name a model by its ``name`` (default:
+    the path or hub id as given)."""
     from ..data.loaders import DatasetNotFoundError, load
     from ..embedding.encoder import load_clap
     from .prompts import embed_prompt_sets, prompt_sets
@@ -111,11 +139,13 @@ def run_comparison(
             data[name] = load(name, data_root, n_samples=n_samples, seed=seed)
         except DatasetNotFoundError as exc:
             comp.skipped[name] = str(exc).strip().splitlines()[0]
-    for model in models:
-        enc = load_clap(
-            model, device=device, precision=precision, cache_dir=cache_dir, **load_kwargs
-        )
-        key = str(model)
+    entries = [model_entry(spec) for spec in models]
+    names = [name for name, _, _ in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models have the same name: {names}; give each a 'name'")
+    for key, model, options in entries:
+        kwargs = {"device": device, "precision": precision, "cache_dir": cache_dir}
+        enc = load_clap(model, **{**kwargs, **load_kwargs, **options})
         comp.families[key] = enc.family.name
         for name, (clips, classes) in data.items():
             comp.classes[name] = list(classes)

@@ -23,7 +23,15 @@ class Executed:
 
 
 @pytest.fixture(scope="session")
-def executed(fixture_env, data_root, tiny_clap, tiny_clap_fused, tiny_pe_audio, tmp_path_factory):
+def executed(
+    fixture_env,
+    data_root,
+    tiny_clap,
+    tiny_clap_fused,
+    tiny_pe_audio,
+    other_families,
+    tmp_path_factory,
+):
     """``executed(notebook) -> Executed``: runs the notebook the first time it is asked for
     (a failure is raised again for every test that asks)."""
     folder = tmp_path_factory.mktemp("executed")

@@ -101,3 +101,22 @@ def test_a_demo_run_has_the_notice_the_demo_kernel_and_no_noise(tmp_path, monkey
     runner.run_notebook(source, out, {})
     nb = nbformat.read(out, as_version=4)
     assert nb.cells[0].source == "# title" and nb.cells[1].outputs[0]["text"] == "None\n"
+
+
+def test_notebook_11_compares_every_family_on_the_fixtures(fixture_env, other_families, tmp_path):
+    notebook = runner.notebook_dir() / "11_model_comparison.ipynb"
+    models = runner.fixture_parameters(notebook, fixture_env, tmp_path)["models"]
+    msclap = {
+        "model": str(fixture_env.msclap_model),
+        "text_model": str(fixture_env.msclap_text_model),
+    }
+    assert models == [
+        str(fixture_env.model),
+        str(fixture_env.pe_model),
+        msclap,
+        str(fixture_env.m2d_model),
+        str(fixture_env.audioclip_model),
+    ]
+    for path in (fixture_env.msclap_model, fixture_env.m2d_model, fixture_env.audioclip_model):
+        assert path.is_file()
+    assert (fixture_env.msclap_text_model / "config.json").is_file()

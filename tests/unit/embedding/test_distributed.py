@@ -176,6 +176,7 @@ def test_distributed_equals_single_process_and_resumes(ray_cluster, tiny_clap, c
     assert meta["model"] == str(Path(tiny_clap).resolve()) and meta["revision"] == enc.revision
     assert (meta["precision"], meta["window"], meta["dim"]) == ("fp32", "average", enc.dim)
     assert meta["frontend"]["sampling_rate"] == 48_000 and meta["frontend"]["n_mels"] == 64
+    assert meta["sample_rate"] == 48_000  # the rate the decoding tasks resampled to
     again = D.embed_distributed(out, clips, **kwargs)
     assert again["n_skipped"] == len(clips) and again["n_missing"] == 0
 
@@ -257,3 +258,32 @@ def test_notebook_02_reads_embeddings_dir(fixture_env, data_root, tiny_clap, tmp
     expected = zeroshot.evaluate(ref, esc["target"].to_numpy(), text, ks=(1, 3, 5))
     assert (results["n"], results["n_failed"]) == (len(esc) - 1, 1)
     assert results["top1"] == pytest.approx(expected["top1"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline's stages without Ray, on a family that is not 48 kHz
+# ---------------------------------------------------------------------------------------------
+def test_stages_decode_at_the_family_rate(fixture_env, data_root, other_families):
+    """M2D-CLAP takes 16 kHz: the run metadata says so, the decoding stage resamples to it and
+    the embedding stage gives what the single-process engine gives (48 kHz input would not)."""
+    model = str(fixture_env.m2d_model)
+    meta = D._describe(model, "fp32", None, "average", False)
+    assert meta["sample_rate"] == 16_000 and meta["family"] == "m2d-clap"
+    esc, _ = load("esc50", data_root)
+    paths = list(esc["path"][:4])
+    batch = D.decode_batch({"path": np.array(paths, dtype=object)}, sample_rate=16_000)
+    at48 = D.decode_batch({"path": np.array(paths[:1], dtype=object)})
+    assert len(at48["waveform"][0]) == 3 * len(batch["waveform"][0])  # 48 kHz is 3 x 16 kHz
+    settings = {
+        "precision": "fp32",
+        "window": "average",
+        "int16_roundtrip": False,
+        "batch_size": 2,
+        "model_options": {},
+    }
+    table = D.ClapEmbedder(model, settings, threads=1)(batch)
+    got = np.array(table.column("embedding").to_pylist(), np.float32)
+    enc = load_clap(model, "cpu", "fp32", num_workers=0)
+    ref = enc.embed_audio(paths, batch_size=2, cache_dir=False, progress=False)
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    assert table.column("error").to_pylist() == [None] * 4

@@ -62,3 +62,33 @@ def test_published_beside_matches_models_and_lists_the_others(comp):
     assert t.loc["MS-CLAP 2023", "esc50_published"] == pytest.approx(93.9)
     assert t.loc["MS-CLAP 2023", "source"] == "published only"
     assert "laion/larger_clap_general (MTEB/MAEB harness, own protocol)" in t.index
+
+
+def test_model_entry_reads_paths_and_dicts():
+    assert mc.model_entry("laion/clap-htsat-unfused") == (
+        "laion/clap-htsat-unfused",
+        "laion/clap-htsat-unfused",
+        {},
+    )
+    spec = {"model": "/w/CLAP_weights_2023.pth", "text_model": "/w/gpt2", "name": "ms"}
+    assert mc.model_entry(spec) == ("ms", "/w/CLAP_weights_2023.pth", {"text_model": "/w/gpt2"})
+    assert mc.model_entry({"model": "/w/a.pt"})[0] == "/w/a.pt"
+    with pytest.raises(ValueError, match="'model' key"):
+        mc.model_entry({"text_model": "/w/gpt2"})
+
+
+def test_run_comparison_gives_each_model_its_own_load_options(
+    fixture_env, data_root, other_families, tmp_path
+):
+    """Tiny MS-CLAP 2023 needs its text folder (offline, the default "gpt2" cannot load); M2D-CLAP
+    (16 kHz) finds its own; both run side by side, each with its own options."""
+    env = fixture_env
+    models = [{"model": env.msclap_model, "text_model": str(env.msclap_text_model), "name": "ms"}]
+    models.append(env.m2d_model)
+    kwargs = dict(n_samples=10, batch_size=8, device="cpu", precision="fp32", cache_dir=tmp_path)
+    comp = mc.run_comparison(models, ["esc50"], data_root, strategies=("label",), **kwargs)
+    assert comp.families == {"ms": "msclap-2023", str(env.m2d_model): "m2d-clap"}
+    assert set(comp.table["model"]) == {"ms", str(env.m2d_model)}
+    assert (comp.table["n"] == 10).all() and (comp.table["n_failed"] == 0).all()
+    with pytest.raises(ValueError, match="same name"):
+        mc.run_comparison([env.m2d_model, {"model": env.m2d_model}], ["esc50"], data_root)
