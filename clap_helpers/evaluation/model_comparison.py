@@ -11,7 +11,8 @@
 
 A model is a hub id, folder or checkpoint file, or a dict ``{"model": path, **options}`` whose
 other keys are :func:`clap_helpers.load_clap` options for that model alone (``family``,
-``text_model``, ``window``, ...; ``"name"``: how tables name it, default the path), e.g.
+``text_model``, ``window``, ...; ``"name"``: how tables name it, default :func:`display_name`:
+the model's short name, never a machine path), e.g.
 ``{"model": "/weights/CLAP_weights_2023.pth", "text_model": "/weights/gpt2"}``.
 
 Models load one at a time (:func:`clap_helpers.load_clap`: any family, recognised from its
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +44,10 @@ __all__ = [
     "STRATEGIES",
     "accuracy_table",
     "class_winners",
+    "display_name",
     "model_entry",
     "published_beside",
+    "results_record",
     "run_comparison",
     "winner_counts",
 ]
@@ -71,13 +75,15 @@ class Comparison:
     ``rows``: one record per (model, dataset, strategy) with ``family``, ``top1``, ``top3``,
     ``top5``, ``n``, ``n_failed`` (and ``mAP``, ``top{k}_hit`` for AudioSet); ``per_class``:
     {dataset: {(model, strategy): (C,) top-1 per class}}; ``classes``: {dataset: names};
-    ``families``: {model: family name}; ``skipped``: {dataset: reason}.
+    ``families``: {model: family name}; ``sources``: {model: hub id, folder or file as given};
+    ``skipped``: {dataset: reason}. Models are keyed by their table name (:func:`model_entry`).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     per_class: dict[str, dict[tuple[str, str], np.ndarray]] = field(default_factory=dict)
     classes: dict[str, list[str]] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -92,17 +98,36 @@ class Comparison:
 ModelSpec = str | os.PathLike | Mapping[str, Any]
 
 
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def display_name(model: str | os.PathLike) -> str:
+    """How tables and figures name a model: a hub id's or folder's last part
+    (``laion/clap-htsat-unfused`` -> ``clap-htsat-unfused``), a checkpoint file with its folder
+    (``/w/m2d_clap_vit_base-80x608p16x16-240128/checkpoint-300.pth`` ->
+    ``m2d_clap_vit_base-80x608p16x16-240128/checkpoint-300.pth``: the folder names the variant),
+    never the machine path before it."""
+    from ..plots.core import model_name
+
+    text = str(model).rstrip("/\\")
+    if text.lower().endswith(_CHECKPOINT_SUFFIXES):
+        parts = [p for p in re.split(r"[/\\]", text) if p]
+        return "/".join(parts[-2:])
+    return model_name(text)
+
+
 def model_entry(spec: ModelSpec) -> tuple[str, str | os.PathLike, dict[str, Any]]:
     """``(name, model, load options)`` of a :func:`run_comparison` model entry: a path or hub id
-    (no options), or a dict ``{"model": ..., "name": ..., **load_clap options}``."""
+    (no options), or a dict ``{"model": ..., "name": ..., **load_clap options}``; ``name``
+    defaults to :func:`display_name`."""
     if isinstance(spec, Mapping):
         options = dict(spec)
         if "model" not in options:
             raise ValueError(f"a model entry given as a dict needs a 'model' key: {spec!r}")
         model = options.pop("model")
         name = options.pop("name", None)
-        return str(name if name is not None else model), model, options
-    return str(spec), spec, {}
+        return str(name if name is not None else display_name(model)), model, options
+    return display_name(spec), spec, {}
 
 
 def run_comparison(
@@ -126,7 +151,7 @@ def run_comparison(
     **options}`` whose options (``family``, ``text_model``, ...) go to
     :func:`clap_helpers.load_clap` for that model only (:func:`model_entry`); they override
     ``load_kwargs``, which every model gets. Rows and tables name a model by its ``name`` (default:
-    the path or hub id as given)."""
+    :func:`display_name`; where two models would get the same short name, the paths as given)."""
     from ..data.loaders import DatasetNotFoundError, load
     from ..embedding.encoder import load_clap
     from .prompts import embed_prompt_sets, prompt_sets
@@ -140,6 +165,11 @@ def run_comparison(
         except DatasetNotFoundError as exc:
             comp.skipped[name] = str(exc).strip().splitlines()[0]
     entries = [model_entry(spec) for spec in models]
+    short = [name for name, _, _ in entries]
+    entries = [
+        (str(model) if short.count(name) > 1 and not _named(spec) else name, model, options)
+        for spec, (name, model, options) in zip(models, entries, strict=True)
+    ]
     names = [name for name, _, _ in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"two models have the same name: {names}; give each a 'name'")
@@ -147,6 +177,7 @@ def run_comparison(
         kwargs = {"device": device, "precision": precision, "cache_dir": cache_dir}
         enc = load_clap(model, **{**kwargs, **load_kwargs, **options})
         comp.families[key] = enc.family.name
+        comp.sources[key] = str(model)
         for name, (clips, classes) in data.items():
             comp.classes[name] = list(classes)
             audio = enc.embed_audio(clips["path"], batch_size=batch_size)
@@ -163,6 +194,10 @@ def run_comparison(
                 comp.per_class.setdefault(name, {})[(key, strategy)] = res["per_class"]
         del enc
     return comp
+
+
+def _named(spec: ModelSpec) -> bool:
+    return isinstance(spec, Mapping) and spec.get("name") is not None
 
 
 def accuracy_table(
@@ -235,7 +270,10 @@ def published_beside(
     published = {d: _published_rows(d) for d in datasets}
     rows, used = [], set()
     for model in comp.models:
-        candidates = names.get(model, ()) or names.get(comp.families[model], ())
+        given = comp.sources.get(model, model)
+        candidates = (
+            names.get(given, ()) or names.get(model, ()) or names.get(comp.families[model], ())
+        )
         candidates = (candidates,) if isinstance(candidates, str) else candidates
         source = next((c for c in candidates if any(c in published[d] for d in datasets)), None)
         row: dict[str, Any] = {"model": model, "source": source or "none published"}
@@ -255,3 +293,30 @@ def published_beside(
         rows.append(row)
     columns = ["model", *(f"{d}_{k}" for d in datasets for k in ("ours", "published")), "source"]
     return pd.DataFrame(rows).reindex(columns=columns).set_index("model")
+
+
+def results_record(comp: Comparison, strategy: str = "template") -> dict[str, Any]:
+    """What notebook 11 records in its results JSON: ``models``, ``families``, ``datasets``,
+    ``skipped``, ``n`` per dataset, ``top1`` / ``top3`` {model: {dataset: fraction}} for
+    ``strategy``, the full ``table``, each model's ``best_strategy`` (highest mean top-1 over the
+    datasets), ``winners`` (:func:`winner_counts`) and ``published`` (:func:`published_beside`)."""
+    table = comp.table
+    record: dict[str, Any] = {
+        "models": comp.models,
+        "families": [comp.families[m] for m in comp.models],
+        "datasets": sorted(comp.per_class),
+        "skipped": comp.skipped,
+        "table": comp.rows,
+    }
+    if table.empty:
+        return record
+    by_dataset = table.groupby("dataset")["n"].first()
+    record["n"] = {d: int(by_dataset[d]) for d in comp.per_class}
+    for metric in ("top1", "top3"):
+        wide = accuracy_table(comp, metric, strategy=strategy)
+        record[metric] = {m: wide.loc[m].to_dict() for m in wide.index}
+    mean_top1 = table.groupby(["model", "strategy"])["top1"].mean()
+    record["best_strategy"] = {m: mean_top1.loc[m].idxmax() for m in comp.models}
+    record["winners"] = winner_counts(comp, strategy).to_dict()
+    record["published"] = published_beside(comp, strategy).reset_index().to_dict(orient="records")
+    return record

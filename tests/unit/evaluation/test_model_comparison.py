@@ -66,13 +66,14 @@ def test_published_beside_matches_models_and_lists_the_others(comp):
 
 def test_model_entry_reads_paths_and_dicts():
     assert mc.model_entry("laion/clap-htsat-unfused") == (
-        "laion/clap-htsat-unfused",
+        "clap-htsat-unfused",
         "laion/clap-htsat-unfused",
         {},
     )
     spec = {"model": "/w/CLAP_weights_2023.pth", "text_model": "/w/gpt2", "name": "ms"}
     assert mc.model_entry(spec) == ("ms", "/w/CLAP_weights_2023.pth", {"text_model": "/w/gpt2"})
-    assert mc.model_entry({"model": "/w/a.pt"})[0] == "/w/a.pt"
+    assert mc.model_entry({"model": "/w/a.pt"})[0] == "w/a.pt"  # the folder names the variant
+    assert mc.model_entry("/tmp/pytest-of-root/x/tiny-clap")[0] == "tiny-clap"  # no machine path
     with pytest.raises(ValueError, match="'model' key"):
         mc.model_entry({"text_model": "/w/gpt2"})
 
@@ -87,8 +88,11 @@ def test_run_comparison_gives_each_model_its_own_load_options(
     models.append(env.m2d_model)
     kwargs = dict(n_samples=10, batch_size=8, device="cpu", precision="fp32", cache_dir=tmp_path)
     comp = mc.run_comparison(models, ["esc50"], data_root, strategies=("label",), **kwargs)
-    assert comp.families == {"ms": "msclap-2023", str(env.m2d_model): "m2d-clap"}
-    assert set(comp.table["model"]) == {"ms", str(env.m2d_model)}
+    m2d = mc.display_name(env.m2d_model)
+    assert comp.families == {"ms": "msclap-2023", m2d: "m2d-clap"}
+    assert comp.sources == {"ms": str(env.msclap_model), m2d: str(env.m2d_model)}
+    assert set(comp.table["model"]) == {"ms", m2d}
+    assert not any(str(env.m2d_model.parent.parent) in name for name in comp.models)
     assert (comp.table["n"] == 10).all() and (comp.table["n_failed"] == 0).all()
     with pytest.raises(ValueError, match="same name"):
         mc.run_comparison([env.m2d_model, {"model": env.m2d_model}], ["esc50"], data_root)
