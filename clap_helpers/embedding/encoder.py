@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
+from . import backends
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, collate, worker_init
-from .devices import resolve_device, resolve_precision
+from .devices import resolve_device
 from .frontend import LogMelFrontend, split_windows
 
 __all__ = [
@@ -55,8 +56,6 @@ __all__ = [
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 WINDOW_MODES = ("average", "first", "fusion")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -78,6 +77,7 @@ def load_clap(
     num_workers: int | None = None,
     int16_roundtrip: bool = False,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    backend: str | None = None,
 ) -> ClapEncoder:
     """Load a CLAP checkpoint (hub id or local folder in ``from_pretrained`` layout).
 
@@ -101,12 +101,18 @@ def load_clap(
         max_seconds: audio files are decoded up to this many seconds (default 30 min); a longer
             file is embedded from its first ``max_seconds`` with a warning naming it (part of the
             cache key). ``None``: no limit.
+        backend: ``"auto"`` (default, or ``$CLAP_HELPERS_BACKEND``), ``"torch"`` or
+            ``"openvino"``: how the audio tower runs (:mod:`clap_helpers.embedding.backends`).
+            ``"auto"`` uses OpenVINO on CPUs where it is installed and matches eager fp32 on the
+            probe clip; its converted model is cached in ``cache_dir/openvino``.
 
     Raises:
         FileNotFoundError: ``model`` is a path (``/``, ``./``, ``~``, ...) to a missing folder.
         OSError: a hub id that is neither in the local HF cache nor downloadable (the message
             names the fixes: HF_HOME, HF_HUB_OFFLINE=1, a local folder).
-        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``.
+        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``
+            or ``backend``.
+        BackendUnavailable: ``backend="openvino"`` cannot run here (the message says why).
         NotADirectoryError: ``cache_dir`` is a file.
     """
     from transformers import ClapModel, ClapProcessor
@@ -143,17 +149,17 @@ def load_clap(
         int16_roundtrip=int16_roundtrip,
         max_seconds=max_seconds,
     )
-    wanted = resolve_precision(precision, dev)
-    if precision == "auto" and wanted != "fp32":
-        cosine = enc.precision_check(wanted)
-        if cosine < _MIN_COSINE_TO_FP32:
-            warnings.warn(
-                f"{wanted} embeddings are only cosine {cosine:.5f} from fp32 for {model_id} on "
-                f"{dev}; using fp32",
-                stacklevel=2,
-            )
-            wanted = "fp32"
-    enc.precision = wanted
+    root = None if cache_dir is False else (cache_dir or default_cache_dir())  # converted models
+    enc.backend = backends.choose_backend(
+        enc.tower,
+        dev,
+        backend or backends.default_backend(),
+        precision,
+        probe=enc._probe_features(),
+        cache_root=root,
+        model_key=(model_id, enc.revision),
+        batch=enc.model_batch_size or 4,
+    )
     return enc
 
 
@@ -283,10 +289,12 @@ class ClapEncoder:
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
     ):
         self.model = model
+        self.tower = backends.HFClapAudioTower(model)  # (input_features[, is_longer]) -> (B, D)
+        # how the tower runs; load_clap may choose another (backends.choose_backend)
+        self.backend = backends.TorchBackend(self.tower, device, precision)
         self.tokenizer = tokenizer
         self.frontend = frontend
         self.device = device
-        self.precision = precision
         self.model_id = model_id
         self.revision = revision
         self.window = window
@@ -313,8 +321,14 @@ class ClapEncoder:
     def __repr__(self) -> str:
         return (
             f"ClapEncoder({self.model_id!r}, device={self.device.type}, "
-            f"precision={self.precision}, window={self.window}, dim={self.dim})"
+            f"precision={self.precision}, backend={self.backend!r}, window={self.window}, "
+            f"dim={self.dim})"
         )
+
+    @property
+    def precision(self) -> str:
+        """The audio tower's precision (``"fp32"``, ``"bf16"`` or ``"fp16"``), set by its backend."""
+        return self.backend.precision
 
     @property
     def logit_scale(self) -> float:
@@ -330,6 +344,7 @@ class ClapEncoder:
             "model": self.model_id,
             "revision": self.revision,
             "precision": self.precision,
+            "backend": self.backend.key,
             "window": self.window,
             "int16_roundtrip": self.int16_roundtrip,
             "max_seconds": self.max_seconds,
@@ -359,19 +374,19 @@ class ClapEncoder:
         return EmbeddingStore(Path(root), kind, namespace, self.dim, self.cache_flush_every)
 
     # -- model calls --------------------------------------------------------------------------
-    def _autocast(self):
-        if self.precision == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+    @torch.inference_mode()
+    def _features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple:
+        """The audio tower's inputs (fp32) for windows (B, T) with true ``lengths``."""
+        features, is_longer = self.frontend(waveforms, lengths)
+        return (features, is_longer) if self.fused else (features,)
+
+    def _probe_features(self, seconds: float = 10.0) -> tuple:
+        return self._features(*backends.probe_clip(seconds))
 
     @torch.inference_mode()
     def _audio_forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) float32, L2-normalised, of windows (B, T) with true ``lengths``."""
-        features, is_longer = self.frontend(waveforms, lengths)
-        kwargs = {"is_longer": is_longer} if self.fused else {}
-        with self._autocast():
-            out = self.model.get_audio_features(input_features=features, **kwargs)
-        emb = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 4.x
+        emb = self.backend(*self._features(waveforms, lengths))
         return F.normalize(emb.float(), dim=-1).cpu()
 
     def _clip_windows(self, n_samples: int) -> list[tuple[int, int]]:
@@ -589,19 +604,10 @@ class ClapEncoder:
         return out
 
     def precision_check(self, precision: str, seconds: float = 10.0) -> float:
-        """Cosine between ``precision`` and fp32 audio embeddings of a fixed probe clip (chirp +
-        noise). Only audio needs it: text always runs in fp32."""
-        rng = np.random.default_rng(0)
-        t = np.arange(int(seconds * CLAP_SAMPLE_RATE)) / CLAP_SAMPLE_RATE
-        probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)
-        x = torch.from_numpy(probe.astype(np.float32))[None]
-        lens = torch.tensor([x.shape[1]])
-        saved = self.precision
-        try:
-            self.precision = "fp32"
-            ref = self._audio_forward(x, lens)
-            self.precision = precision
-            low = self._audio_forward(x, lens)
-        finally:
-            self.precision = saved
-        return float((ref * low).sum())
+        """Cosine between eager-PyTorch ``precision`` and fp32 audio embeddings of the fixed
+        probe clip (:func:`clap_helpers.embedding.backends.probe_clip`). Only audio needs it:
+        text always runs in fp32."""
+        feats = self._probe_features(seconds)
+        ref = backends.TorchBackend(self.tower, self.device, "fp32")(*feats)
+        low = backends.TorchBackend(self.tower, self.device, precision)(*feats)
+        return float(F.cosine_similarity(ref, low, dim=-1).min())
