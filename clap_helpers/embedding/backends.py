@@ -312,6 +312,8 @@ def choose_backend(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     wanted = resolve_precision(precision, device)
+    if backend == "torch" and wanted == "fp32":
+        return TorchBackend(tower, device, "fp32")
     ref = TorchBackend(tower, device, "fp32")(*probe)
     if backend in ("auto", "openvino"):
         reason = _openvino_obstacle(tower, device, wanted)
