@@ -150,6 +150,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "4 GiB (big tensors stay in the heap instead of being unmapped and faulted in again)",
     )
     p.add_argument("--json", default=None, help="write every number to this JSON file")
+    p.add_argument("--report", default=None, help="only print the report of this --json file")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: plan file
     args = p.parse_args(argv)
     for name in ("clips", "naive_clips", "small", "batch_size"):
@@ -893,20 +894,22 @@ def backend_report(res: dict) -> list[str]:
     processes-vs-threads comparison."""
     lines = ["", f"  forward only (bs {res['floor']['batch_size']}, same features)"]
     lines.append(
-        f"    {'variant':<58}{'ms/window':>10}{'clips/s':>9}{'vs eager bf16':>14}{'cosine':>10}"
+        f"    {'variant':<40}{'ms/window':>10}{'cpu ms/w':>9}{'clips/s':>9}{'vs eager bf16':>14}"
+        f"{'cosine':>10}"
     )
     bf16 = None
     for r in res.get("variants", []):
         if r["name"] == "eager bf16 autocast":
             bf16 = r["clips_per_s"]
         lines.append(
-            f"    {r['name']:<58}{r['ms_per_window']:>10.1f}{r['clips_per_s']:>9.2f}"
+            f"    {r['name']:<40}{r['ms_per_window']:>10.1f}{1e3 * r['cpu_s'] / r['clips']:>9.1f}"
+            f"{r['clips_per_s']:>9.2f}"
             f"{r['vs_eager_bf16']:>13.2f}x{r['cosine_to_fp32']:>10.6f}"
         )
     lines += ["", "  pipeline (embed_audio end to end, empty cache) per backend"]
     lines.append(
-        f"    {'backend':<58}{'clips/s':>9}{'vs eager bf16 fwd':>18}{'vs naive':>9}"
-        f"{'2000 clips':>11}{'cos naive':>10}"
+        f"    {'backend':<40}{'clips/s':>9}{'cpu ms/clip':>12}{'vs eager bf16 fwd':>18}"
+        f"{'vs naive':>9}{'2000 clips':>11}{'cos naive':>10}"
     )
     for name, b in res.get("backends", {}).items():
         p = b.get("pipeline")
@@ -914,7 +917,8 @@ def backend_report(res: dict) -> list[str]:
             continue
         ratio = f"{p['clips_per_s'] / bf16:.2f}x" if bf16 else "n/a"
         lines.append(
-            f"    {name + ' (' + b['key'] + ')':<58}{p['clips_per_s']:>9.2f}{ratio:>18}"
+            f"    {name + ' (' + b['key'] + ')':<40}{p['clips_per_s']:>9.2f}"
+            f"{1e3 * (p['cpu_s'] + p['workers_cpu_s']) / p['clips']:>12.1f}{ratio:>18}"
             f"{p['clips_per_s'] / res['naive']['clips_per_s']:>8.2f}x"
             f"{REFERENCE_CLIPS / p['clips_per_s']:>10.0f}s"
             f"{b.get('min_cosine_to_naive_fp32', float('nan')):>10.6f}"
@@ -1051,6 +1055,9 @@ def report(res: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:  # print the report of a saved --json file again
+        print(report(json.loads(Path(args.report).read_text())))
+        return 0
     if args._child:
         plan = json.loads(Path(args._child).read_text())
         result = measure(plan)
