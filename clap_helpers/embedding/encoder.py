@@ -9,7 +9,8 @@
 How a run goes: cached rows are looked up first (:mod:`clap_helpers.embedding.cache`); the remaining files
 are decoded and resampled to 48 kHz in DataLoader worker processes while the model runs; each clip
 is cut into consecutive 10 s windows; the batched torch log-mel front-end
-(:mod:`clap_helpers.embedding.frontend`) and the model run on the chosen device and precision; window
+(:mod:`clap_helpers.embedding.frontend`) and the model run on the chosen device and precision, the
+audio tower through a speed backend (:mod:`clap_helpers.embedding.backends`); window
 embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished rows go
 to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory) gives a
 NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
