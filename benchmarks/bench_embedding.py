@@ -928,7 +928,8 @@ def backend_report(res: dict) -> list[str]:
         again = f", {b['reload_s']:.1f} s when cached" if "reload_s" in b else ""
         lines.append(
             f"    {name}: load {b['load_s']:.1f} s (conversion {b['conversion_s']:.1f} s, "
-            f"compile {b['compile_s']:.1f} s){again}; probe cosine to fp32 {b['probe_cosine']}"
+            f"compile {b['compile_s']:.1f} s){again}; probe cosine to fp32 "
+            + ("n/a (fp32 eager)" if b["probe_cosine"] is None else f"{b['probe_cosine']:.6f}")
         )
     for name, p in res.get("parallel", {}).items():
         one, many = (k for k in p if "x" in k and k != "ratio" and k != "bit_identical")
