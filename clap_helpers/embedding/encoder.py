@@ -502,7 +502,7 @@ class ClapEncoder:
         bar = tqdm(
             total=len(paths),
             initial=len(paths) - len(todo),
-            desc=f"embedding audio ({self.device.type}, {self.precision})",
+            desc=f"embedding audio ({self.device.type}, {self.precision}, {self.backend.name})",
             unit="clip",
             disable=not progress,
             delay=2.0,
