@@ -154,7 +154,7 @@ def openvino_cache_path(root, model_id: str, revision: str, example: tuple) -> P
     """``<root>/openvino/<key>``: the key hashes checkpoint, revision, input shapes (batch
     dynamic) and the OpenVINO version, like the embedding cache's namespaces. The saved model is
     fp32 (the precision is a compile-time hint), so one conversion serves every precision."""
-    import openvino as ov
+    ov = _import_openvino()
 
     key = {
         "tower": "audio",
@@ -189,12 +189,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, module, example, precision="fp32", cache_path=None, batch=4, threads=None):
-        try:
-            import openvino as ov
-        except ImportError as exc:
-            raise BackendUnavailable(
-                f"the openvino package is not installed ({exc}); pip install openvino"
-            ) from None
+        ov = _import_openvino()
         if precision not in _OV_HINTS:
             raise BackendUnavailable(f"OpenVINO runs fp32 or bf16 here, not {precision}")
         self.precision, self.batch = precision, int(batch)
@@ -245,6 +240,17 @@ class OpenVinoBackend:
             res = self.request.infer([np.ascontiguousarray(p) for p in part])
             out.append(torch.from_numpy(np.array(res[0][:n], dtype=np.float32)))
         return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def _import_openvino():
+    """The ``openvino`` module, or BackendUnavailable saying it is not installed."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the openvino package is not installed ({exc}); pip install openvino"
+        ) from None
+    return openvino
 
 
 def _convert(ov, module, example):

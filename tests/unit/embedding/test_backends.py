@@ -223,10 +223,12 @@ def test_a_model_saved_meanwhile_by_another_process_is_kept(ov_fp32, model_cache
     assert [p.name for p in tmp_path.iterdir()] == ["key"]  # no temporary folder left
 
 
-def test_auto_falls_back_when_openvino_is_missing(tiny_clap, monkeypatch):
+@pytest.mark.parametrize("cached", [True, False], ids=["cache_dir", "no-cache"])
+def test_auto_falls_back_when_openvino_is_missing(tiny_clap, monkeypatch, tmp_path, cached):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    cache = tmp_path if cached else False
     with pytest.warns(BackendWarning, match="openvino package is not installed"):
-        enc = load_clap(tiny_clap, "cpu", "fp32", backend="auto", cache_dir=False)
+        enc = load_clap(tiny_clap, "cpu", "fp32", backend="auto", cache_dir=cache)
     assert enc.backend.name == "torch"
     with pytest.raises(BackendUnavailable, match="not installed"):
-        load_clap(tiny_clap, "cpu", "fp32", backend="openvino", cache_dir=False)
+        load_clap(tiny_clap, "cpu", "fp32", backend="openvino", cache_dir=cache)
