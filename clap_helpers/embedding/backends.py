@@ -199,13 +199,22 @@ class OpenVinoBackend:
         t0 = time.perf_counter()
         xml = Path(cache_path) / "model.xml" if cache_path is not None else None
         core = ov.Core()
-        self.converted = not (xml is not None and xml.is_file())
+        model = None
+        if xml is not None and xml.is_file():
+            try:
+                model = core.read_model(xml)
+            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is redone
+                warnings.warn(
+                    f"cached OpenVINO model {xml.parent} is unreadable ({exc}); converting again",
+                    BackendWarning,
+                    stacklevel=3,
+                )
+                shutil.rmtree(xml.parent, ignore_errors=True)
+        self.converted = model is None
         if self.converted:
             model = _convert(ov, module, example)
             if xml is not None:
                 _save_atomic(ov, model, Path(cache_path))
-        else:
-            model = core.read_model(xml)
         self.conversion_s = time.perf_counter() - t0 if self.converted else 0.0
         t0 = time.perf_counter()
         try:

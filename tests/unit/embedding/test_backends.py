@@ -208,6 +208,18 @@ def test_auto_falls_back_when_the_probe_check_fails(tiny_clap, model_cache, monk
 
 
 @needs_openvino
+def test_a_damaged_cached_model_is_converted_again(tiny_clap, ov_fp32, model_cache, tmp_path):
+    saved = next((model_cache / "openvino").glob("*/model.xml"))
+    damaged = tmp_path / "openvino" / saved.parent.name
+    damaged.mkdir(parents=True)
+    (damaged / "model.xml").write_text("<not a model")
+    with pytest.warns(BackendWarning, match="unreadable"):
+        enc = load_clap(tiny_clap, "cpu", "fp32", backend="openvino", cache_dir=tmp_path)
+    assert enc.backend.converted and enc.backend.name == "openvino"
+    assert (damaged / "model.xml").read_text() != "<not a model"  # replaced by a good copy
+
+
+@needs_openvino
 def test_a_model_saved_meanwhile_by_another_process_is_kept(ov_fp32, model_cache, tmp_path):
     import openvino as ov
 
