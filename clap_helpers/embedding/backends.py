@@ -64,6 +64,7 @@ MIN_COSINE_TORCH = 0.999  # precision="auto" falls back to fp32 below this (eage
 OPENVINO_FORMAT = 1  # bump when the export changes: converted models then get a new key
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_ISA_CAP_NOTE = "OpenVINO's CPU plugin crashed (segfault) on the tiny test model under it"
 
 
 class BackendWarning(UserWarning):
@@ -332,6 +333,8 @@ def choose_backend(
     ref = TorchBackend(tower, device, "fp32")(*probe)
     if backend in ("auto", "openvino"):
         reason = _openvino_obstacle(tower, device, wanted)
+        if backend == "auto" and os.environ.get("ONEDNN_MAX_CPU_ISA"):  # see _ISA_CAP_NOTE
+            reason = f"ONEDNN_MAX_CPU_ISA is set; {_ISA_CAP_NOTE}"
         if reason is None:
             try:
                 path = cache_root and openvino_cache_path(cache_root, *model_key, probe)

@@ -207,6 +207,13 @@ def test_auto_falls_back_when_the_probe_check_fails(tiny_clap, model_cache, monk
     assert enc.backend.name == "torch"
 
 
+def test_auto_avoids_openvino_under_an_isa_cap(tiny_clap, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.warns(BackendWarning, match="ONEDNN_MAX_CPU_ISA is set"):
+        enc = load_clap(tiny_clap, "cpu", "fp32", backend="auto", cache_dir=False)
+    assert enc.backend.name == "torch"
+
+
 @needs_openvino
 def test_a_damaged_cached_model_is_converted_again(tiny_clap, ov_fp32, model_cache, tmp_path):
     saved = next((model_cache / "openvino").glob("*/model.xml"))
