@@ -28,6 +28,12 @@ except ImportError as exc:
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason=WHY)
 
 
+@pytest.fixture(autouse=True)
+def no_isa_cap(monkeypatch):
+    """backend="auto" avoids OpenVINO under ONEDNN_MAX_CPU_ISA; the tests choose for themselves."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+
 @pytest.fixture(scope="module")
 def esc_paths(data_root):
     clips, _ = load("esc50", data_root)
