@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU wheel of torch on the project's machines. An unpinned torch would pull several GB of
-# CUDA packages; override on a GPU machine, e.g. `make demo TORCH=torch`.
+# torch==2.13.0 is the CPU build where pip's configuration offers it (the project's machines: a
+# local wheel folder); elsewhere on Linux, PyPI's default torch is a CUDA build of several GB. The
+# README ("Which torch `make` installs") gives the CPU-only and CUDA recipes, e.g. `make demo TORCH=torch`.
 TORCH ?= torch==2.13.0
 
 .PHONY: venv demo test lint clean bench chromium

@@ -419,8 +419,9 @@ def probed(enc):
 
     probe = Probe(enc.device)
     enc._embed_decoded = probe.wrap("batch", enc._embed_decoded)
-    enc.frontend.forward = probe.wrap("frontend", enc.frontend.forward)
-    backend = enc.backend
+    family = enc.family  # any model family
+    family.features = probe.wrap("frontend", family.features)
+    backend = enc.backend  # any backend (OpenVINO never calls the tower's forward)
     enc.backend = _Timed(backend, probe.wrap("model", backend))
     originals = {name: getattr(EmbeddingStore, name) for name in ("lookup", "add", "flush")}
     for name, fn in originals.items():
@@ -428,7 +429,7 @@ def probed(enc):
     try:
         yield probe
     finally:
-        del enc._embed_decoded, enc.frontend.forward
+        del enc._embed_decoded, family.features
         enc.backend = backend
         for name, fn in originals.items():
             setattr(EmbeddingStore, name, fn)
@@ -523,18 +524,42 @@ def run_naive(model, processor, paths, device) -> tuple[dict, np.ndarray]:
     return {**stats, **used}, np.stack(rows)
 
 
+def run_naive_family(enc, paths, device) -> tuple[dict, np.ndarray]:
+    """The naive loop for a family without a transformers processor path here: decode, the
+    family's front-end and audio tower, one clip at a time, fp32."""
+    import torch
+    import torch.nn.functional as F
+
+    from clap_helpers.data.audio import load_audio
+
+    def one(path) -> np.ndarray:
+        x = torch.from_numpy(load_audio(path, enc.sample_rate))[None]
+        emb = enc.family.audio_tower(*enc.family.features(x, torch.tensor([x.shape[1]])))
+        return F.normalize(emb.float(), dim=-1).cpu().numpy()[0]
+
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        one(paths[0])  # warm-up, untimed
+        _sync(device)
+        usage, t0 = Usage().start(), time.perf_counter()
+        rows = [one(p) for p in paths]
+        _sync(device)
+        seconds, used = time.perf_counter() - t0, usage.stop()
+    stats = {"clips": len(paths), "seconds": seconds, "clips_per_s": len(paths) / seconds}
+    return {**stats, **used}, np.stack(rows)
+
+
 def floor_features(enc, paths, batch_size):
-    """The audio tower's inputs for one batch of ``batch_size`` clips, and the front-end's
-    time for it."""
-    from clap_helpers.data.audio import CLAP_SAMPLE_RATE, load_audio
+    """The audio tower's inputs (any model family) for one batch of ``batch_size`` clips, and
+    the front-end's time for it."""
+    from clap_helpers.data.audio import load_audio
     from clap_helpers.embedding.frontend import batch_from_list
 
-    clips = [load_audio(p, CLAP_SAMPLE_RATE) for p in paths[:batch_size]]
+    clips = [load_audio(p, enc.sample_rate) for p in paths[:batch_size]]
     while len(clips) < batch_size:  # fewer files than a batch: repeat them
         clips.append(clips[len(clips) % len(paths)])
     waveforms, lengths = batch_from_list(clips)
     t0 = time.perf_counter()
-    feats = enc._features(waveforms, lengths)
+    feats = enc._features(waveforms, lengths)  # family.features
     _sync(enc.device)
     return feats, time.perf_counter() - t0
 
@@ -567,7 +592,7 @@ def run_floor(enc, paths, batch_size, n_clips, device, backend=None) -> dict:
         "clips_per_s": clips_done / seconds,
         "ms_per_window": 1e3 * seconds / clips_done,
         **used,
-        "feature_shape": list(feats[0].shape),
+        "feature_shape": [list(f.shape) for f in feats],
         "frontend_ms_per_clip": 1e3 * frontend_s / batch_size,  # one batch, for reference
         "embeddings": emb.numpy().tolist(),
     }
@@ -625,12 +650,13 @@ def forward_variants(enc, paths, batch, n_clips, device, backends: dict) -> list
     eager fp32 (least over the batch)."""
     from clap_helpers.embedding.backends import TorchBackend
 
+    tower = enc.family.audio_tower  # any model family
     variants = {
-        "eager fp32": TorchBackend(enc.tower, device, "fp32"),
-        "eager bf16 autocast": TorchBackend(enc.tower, device, "bf16", weights=False),
+        "eager fp32": TorchBackend(tower, device, "fp32"),
+        "eager bf16 autocast": TorchBackend(tower, device, "bf16", weights=False),
     }
     if device.type == "cpu":
-        variants["eager bf16 weights"] = TorchBackend(enc.tower, device, "bf16", weights=True)
+        variants["eager bf16 weights"] = TorchBackend(tower, device, "bf16", weights=True)
     variants.update({f"backend {n} ({b.key})": b for n, b in backends.items()})
     rows = []
     for name, backend in variants.items():
@@ -732,7 +758,8 @@ def measure(plan: dict) -> dict:
     res["load_s"] = info["load_s"]
     res["setup"] = {
         "model": plan["model_label"],
-        "parameters_m": sum(p.numel() for p in enc.model.parameters()) / 1e6,
+        "parameters_m": sum(p.numel() for p in enc.family.audio_tower.parameters()) / 1e6,
+        "family": enc.family.name,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu": cpu_name(),
@@ -816,8 +843,11 @@ def measure(plan: dict) -> dict:
 
     naive_paths = all_paths[: args.naive_clips]
     log(f"naive loop: {len(naive_paths)} clips, one at a time, fp32")
-    processor = ClapProcessor.from_pretrained(plan["model"])
-    res["naive"], emb_naive = run_naive(enc.model, processor, naive_paths, device)
+    if enc.family.name == "laion-clap":
+        processor = ClapProcessor.from_pretrained(plan["model"])
+        res["naive"], emb_naive = run_naive(enc.model, processor, naive_paths, device)
+    else:  # other families: their own front-end and tower, one clip at a time, fp32
+        res["naive"], emb_naive = run_naive_family(enc, naive_paths, device)
     n = len(naive_paths)
     m = min(n, len(emb))  # the naive loop may run on more clips than the pipeline
     cos = np.sum(emb_naive[:m] * emb[:m], axis=1)

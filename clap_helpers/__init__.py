@@ -11,7 +11,8 @@ The package follows the pipeline, one subpackage per stage:
 ========================  ==================================================================
 ``data``                  dataset registry, loaders, audio decoding, overview, soundscapes,
                           download (http, archives, AudioSet, command line)
-``embedding``             CLAP front-end, encoder, embedding cache, devices, Ray scale-out
+``embedding``             model families, CLAP front-end, encoder, embedding cache, devices,
+                          Ray scale-out
 ``evaluation``            scoring core, zero-shot, prompts, adaptation, label-free,
                           robustness, comparisons, results files, embedding simulator
 ``supervised``            log-mel CNN baselines: features, augment, models, training, protocol
@@ -54,6 +55,7 @@ MODULES = {
     "embed": "embedding.encoder",
     "cache": "embedding.cache",
     "devices": "embedding.devices",
+    "families": "embedding.families",
     "distributed": "embedding.distributed",
     "shards": "embedding.shards",
     "scoring": "evaluation.scoring",
@@ -63,7 +65,9 @@ MODULES = {
     "label_free": "evaluation.label_free",
     "robustness": "evaluation.robustness",
     "compare": "evaluation.compare",
+    "model_comparison": "evaluation.model_comparison",
     "results": "evaluation.results",
+    "tables": "evaluation.tables",
     "simulator": "evaluation.simulator",
     "search": "apps.search",
     "app": "apps.web",
@@ -76,7 +80,11 @@ MODULES = {
     "cnn": "supervised",
 }
 # names re-exported at the top level -> module that defines them
-NAMES = {"load_clap": "embedding.encoder", "ClapEncoder": "embedding.encoder"}
+NAMES = {
+    "load_clap": "embedding.encoder",
+    "load_model": "embedding.encoder",
+    "ClapEncoder": "embedding.encoder",
+}
 
 __all__ = sorted([*MODULES, *NAMES])
 __getattr__, __dir__ = attach(__name__, MODULES, NAMES)
@@ -88,17 +96,19 @@ if TYPE_CHECKING:  # pragma: no cover - what editors and type checkers see
     from .data import audio, download, overview, registry, soundscapes
     from .data import loaders as datasets
     from .devtools import demo, fixtures, runner
-    from .embedding import cache, devices, distributed, frontend, shards
+    from .embedding import cache, devices, distributed, families, frontend, shards
     from .embedding import encoder as embed
-    from .embedding.encoder import ClapEncoder, load_clap
+    from .embedding.encoder import ClapEncoder, load_clap, load_model
     from .evaluation import (
         adapt,
         compare,
         label_free,
+        model_comparison,
         prompts,
         results,
         robustness,
         scoring,
         simulator,
+        tables,
         zeroshot,
     )

@@ -50,6 +50,14 @@ def tiny_clap_fused(fixture_env):
     return make_tiny_clap(fixture_env.fused_model, fused=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_pe_audio(fixture_env):
+    """Path of the tiny random PE-Audio (PeAudioModel) in from_pretrained layout."""
+    from clap_helpers.devtools.fixtures import make_tiny_pe_audio
+
+    return make_tiny_pe_audio(fixture_env.pe_model)
+
+
 # Embedding precision of the tests that do not test precision itself. Never chosen by CPU flags:
 # fp32 unless CLAP_TEST_PRECISION forces another (`make test` runs the embedding tests once more
 # with CLAP_TEST_PRECISION=bf16, so bf16 is covered on AVX2-only, AVX512-BF16 and AMX CPUs alike).

@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..data import audio as _audio
 from ..data import loaders as _datasets
+from ..diagnostics import ClapWarning
 
 __all__ = [
     "collection_roots",
@@ -271,6 +272,7 @@ class SoundIndex:
                     f"({', '.join(map(str, self.roots))}) and are left out: "
                     + ", ".join(bad[:5])
                     + (" ..." if len(bad) > 5 else ""),
+                    ClapWarning,
                     stacklevel=3,
                 )
                 self.clips = self.clips[inside].reset_index(drop=True)
@@ -472,6 +474,11 @@ class EmbeddingMap:
         self.embeddings = embeddings
         self._pca = pca
 
+    @property
+    def explained(self) -> np.ndarray | None:
+        """Share of the variance along each PCA axis (2,); None for t-SNE."""
+        return None if self._pca is None else self._pca.explained_variance_ratio_
+
     @classmethod
     def fit(cls, embeddings: Any, method: str = "pca", seed: int = 0) -> EmbeddingMap:
         """Fit ``"pca"`` (sklearn, 2 components) or ``"tsne"`` (via
@@ -513,10 +520,23 @@ class EmbeddingMap:
 
 # --------------------------------------------------------------------------- notebook widget
 def results_text(hits: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Results for display: ``query``, ``rank``, ``dataset``, ``label``, ``score`` (rounded)
-    and ``file`` (the name only)."""
-    out = hits.assign(file=[Path(p).name for p in hits["path"]], score=hits["score"].round(digits))
-    return out[[c for c in ["query", "rank", "dataset", "label", "score", "file"] if c in out]]
+    """Results for display: ``query`` (an audio file's name only), ``rank``, ``dataset``,
+    ``label``, ``text``, ``score`` (rounded) and ``file`` (the name only), those present. Takes
+    the hits of the ``search_*`` methods and the rankings of :meth:`SoundIndex.audio_to_text`."""
+    out = hits.assign(score=hits["score"].round(digits))
+    if "path" in out:
+        out["file"] = [Path(p).name for p in out["path"]]
+    if "query" in out:
+        out["query"] = [Path(q).name if _is_file(q) else q for q in out["query"]]
+    columns = ["query", "rank", "dataset", "label", "text", "score", "file"]
+    return out[[c for c in columns if c in out]]
+
+
+def _is_file(text: Any) -> bool:
+    try:
+        return Path(str(text)).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def search_widget(index: SoundIndex, k: int = 5):

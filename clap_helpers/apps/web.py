@@ -251,7 +251,7 @@ def build_ui(app: SearchApp):
     index = app.index
     datasets = ", ".join(_unique(index.clips["dataset"]))
     with gr.Blocks(title="CLAP sound search") as demo:
-        model = index.encoder.model_id if index.encoder is not None else "?"
+        model = plots.model_name(index.encoder.model_id) if index.encoder is not None else "?"
         gr.Markdown(
             f"# CLAP sound search\n{len(index)} clips of {datasets}, model `{model}`. "
             "Describe a sound, or give an example, to find the closest clips."
@@ -343,33 +343,47 @@ def launch(demo, app: SearchApp, host: str = "127.0.0.1", port: int = 7860, **kw
 
 
 # ----------------------------------------------------------------------------------------- CLI
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default; options without one say theirs in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m clap_helpers.apps.web",
         description="Local web app: search sound datasets with text or example audio (CLAP).",
+        formatter_class=_DefaultsHelp,
     )
     p.add_argument("--data-root", default="downloads", help="the --dest of dataset.sh")
     p.add_argument("--model", default="laion/clap-htsat-unfused", help="hub id or local folder")
     p.add_argument(
         "--datasets",
         default=DEFAULT_DATASETS,
-        help="comma-separated, from esc50,urbansound8k,fma_small,audioset (default: esc50)",
+        help="comma-separated, from esc50,urbansound8k,fma_small,audioset",
     )
-    p.add_argument("--n-samples", type=int, default=None, help="clips per dataset (default all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-samples", type=int, default=None, help="clips per dataset (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the --n-samples subset")
     p.add_argument("--top-k", type=int, default=10, help="results shown at first")
     p.add_argument("--batch-size", type=int, default=32, help="clips per embedding batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="audio tower"
+    )
     p.add_argument(
         "--max-upload-seconds",
         type=float,
         default=MAX_UPLOAD_SECONDS,
-        help=f"longest uploaded or recorded sound accepted (default {MAX_UPLOAD_SECONDS:g})",
+        help="longest uploaded or recorded sound accepted, in seconds",
     )
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache)")
+    p.add_argument(
+        "--cache-dir", default=None, help="embedding cache (default: ~/.cache/clap_helpers)"
+    )
     p.add_argument("--no-tsne", action="store_true", help="keep the PCA map, skip t-SNE")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--host", default="127.0.0.1", help="address to listen on")
     where.add_argument(

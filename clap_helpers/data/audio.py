@@ -36,6 +36,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..diagnostics import ClapWarning
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "audio_info",
@@ -79,7 +81,7 @@ class AudioError(RuntimeError):
         super().__init__(f"{self.path}: {reason}")
 
 
-class AudioWarning(UserWarning):
+class AudioWarning(ClapWarning):
     """A clip that decodes but is suspicious: silent, NaN/inf samples (zeroed), longer than
     ``max_seconds`` (cut), or MP3 frames libmpg123 had to skip."""
 

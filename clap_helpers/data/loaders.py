@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import ClapWarning, bars_off
 from ..paths import resolve
 from . import registry
 
@@ -274,6 +275,7 @@ def _load_audioset(root: Path, meta: Path) -> pd.DataFrame:
         warnings.warn(
             f"audioset: {int((~keep).sum())} manifest rows in {meta} have no label from the class "
             "list and are left out",
+            ClapWarning,
             stacklevel=3,
         )
     df = df[keep]
@@ -372,6 +374,7 @@ def _drop_outside(name: str, clips: pd.DataFrame, folders: list[Path]) -> pd.Dat
     warnings.warn(
         f"{name}: {len(bad)} of {len(clips)} clips lie outside {', '.join(map(str, folders))} "
         f"(a '..' in the metadata, or a link to a file elsewhere) and are left out: {shown}",
+        ClapWarning,
         stacklevel=3,
     )
     return clips[inside]
@@ -398,6 +401,7 @@ def _warn_missing_files(name: str, clips: pd.DataFrame) -> None:
             f"{name}: {len(missing)} of {len(clips)} audio files listed in the metadata are "
             f"missing ({shown}); they will be counted as failed clips. Re-run "
             f"`bash dataset.sh {name}` if the download was interrupted.",
+            ClapWarning,
             stacklevel=3,
         )
 
@@ -441,7 +445,7 @@ def durations(clips: pd.DataFrame, progress: bool = True) -> pd.Series:
     from .audio import AudioError, audio_info
 
     out = []
-    for p in tqdm(clips["path"], desc="reading headers", disable=not progress, unit="file"):
+    for p in tqdm(clips["path"], desc="reading headers", disable=bars_off(progress), unit="file"):
         try:
             out.append(audio_info(p)["duration"])
         except AudioError:

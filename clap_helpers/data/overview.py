@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import bars_off
 from ..paths import resolve
 from . import loaders as datasets
 from . import registry
@@ -273,7 +274,9 @@ def audio_formats(clips: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     from .audio import AudioError, audio_info
 
     keys = []
-    for path in tqdm(clips["path"], desc="reading headers", disable=not progress, unit="file"):
+    for path in tqdm(
+        clips["path"], desc="reading headers", disable=bars_off(progress), unit="file"
+    ):
         try:
             info = audio_info(path)
             keys.append((int(info["samplerate"]), int(info["channels"]), str(info["subtype"])))

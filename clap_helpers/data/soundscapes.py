@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import ClapWarning
 from .audio import AudioError, list_audio_files, load_audio
 
 ACTIVE_RANGE_DB = 60.0
@@ -186,7 +187,7 @@ def iter_soundscapes(
     used_names: set[str] = set()
 
     def fail(path, reason: str) -> None:
-        warnings.warn(f"soundscape: skipping {path}: {reason}", UserWarning, stacklevel=2)
+        warnings.warn(f"soundscape: skipping {path}: {reason}", ClapWarning, stacklevel=2)
         failures.append((str(path), reason))
 
     for i, fg_path in enumerate(fg_paths):
@@ -493,7 +494,7 @@ def build_soundscapes(
     if failures:
         warnings.warn(
             f"{len(failures)} files were skipped while mixing (see attrs['failures'])",
-            UserWarning,
+            ClapWarning,
             stacklevel=2,
         )
     return out

@@ -3,8 +3,10 @@
 Builds the synthetic datasets and the tiny random CLAPs under ``build/demo`` (reused when
 present), runs each numbered notebook with fixture parameters, writes executed copies to
 ``build/demo/executed``, figures to ``figs/`` and results JSONs to ``build/demo/results``, and
-prints one row per notebook. Accuracies are near chance: the tiny model is random. The point is
-that every step runs; real numbers come from real data and checkpoints (see README).
+prints one row per notebook (wrapped to the terminal's width). Accuracies are near chance: the
+tiny model is random. The point is that every step runs; real numbers come from real data and
+checkpoints (see README). The executed copies say so in a notice cell at the top, and their
+figure titles start with "demo" (:func:`clap_helpers.devtools.runner.run_notebook`, ``demo=True``).
 
 Usage: ``python -m clap_helpers.devtools.demo [--root build/demo] [--fig-dir figs] [--only 02 05]``
 """
@@ -12,7 +14,9 @@ Usage: ``python -m clap_helpers.devtools.demo [--root build/demo] [--fig-dir fig
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -23,6 +27,7 @@ from .runner import FixtureEnv, fixture_parameters, list_notebooks, run_notebook
 __all__ = [
     "main",
     "summarise",
+    "summary_rows",
     "SUMMARY_KEYS",
 ]
 
@@ -76,6 +81,22 @@ def summarise(results: dict) -> str:
     return "; ".join(parts) or "(no summary numbers)"
 
 
+def summary_rows(rows: list[tuple[str, str, float, str]], columns: int = 100) -> list[str]:
+    """The summary table's lines: a header, then one row per ``(notebook, status, seconds,
+    summary)`` with the summary wrapped between words to ``columns`` characters (at least 40 for the
+    summary), continuation lines indented under it."""
+    width = max((len(r[0]) for r in rows), default=10)
+    indent = width + 2 + 6 + 2 + 7 + 2
+    lines = [f"{'notebook':<{width}}  status  seconds  results (tiny random model: near chance)"]
+    for name, status, seconds, summary in rows:
+        wrapped = textwrap.wrap(
+            summary, max(40, columns - indent), break_long_words=False, break_on_hyphens=False
+        ) or [""]
+        lines.append(f"{name:<{width}}  {status:<6}  {seconds:7.1f}  {wrapped[0]}")
+        lines += [" " * indent + more for more in wrapped[1:]]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     root = project_root(Path(__file__).parent)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         params = fixture_parameters(nb, env, args.fig_dir.resolve())
         try:
-            results = run_notebook(nb, env.executed_dir / nb.name, params)
+            results = run_notebook(nb, env.executed_dir / nb.name, params, demo=True)
             status, summary = "ok", summarise(results)
         except Exception as exc:  # report and go on with the next notebook
             failed += 1
@@ -106,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             status, summary = "FAILED", str(exc).strip().splitlines()[-1][:100]
         rows.append((nb.stem, status, time.perf_counter() - t0, summary))
 
-    width = max((len(r[0]) for r in rows), default=10)
-    print(f"\n{'notebook':<{width}}  status  seconds  results (tiny random model: near chance)")
-    for name, status, seconds, summary in rows:
-        print(f"{name:<{width}}  {status:<6}  {seconds:7.1f}  {summary}")
+    print()
+    print("\n".join(summary_rows(rows, shutil.get_terminal_size((100, 24)).columns)))
     print(
         f"\nexecuted notebooks: {env.executed_dir}\nfigures: {args.fig_dir}\n"
         f"results: {env.results_dir}\ntotal {time.perf_counter() - start:.0f} s"

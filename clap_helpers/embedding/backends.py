@@ -19,8 +19,9 @@ installed, the export works and its embedding of a probe clip is within cosine
 :class:`BackendWarning` saying why. ``precision="auto"`` keeps its rule (bf16 only where bf16 is
 fast, checked on the same probe clip). ``$CLAP_HELPERS_BACKEND`` sets the default backend.
 
-Which towers export: unfused LAION-CLAP checkpoints (``laion/clap-htsat-unfused``,
-``laion/larger_clap_*``) do; fused ones use PyTorch (their fusion branch depends on the data).
+Which towers export: a family says so with its ``openvino`` class attribute (default True);
+fused LAION-CLAP checkpoints never do (their fusion branch depends on the data). usage.md lists
+the families checked.
 
 Used by: clap_helpers.embedding.encoder (``load_clap(..., backend=)``) and the embedding benchmark.
 """
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.audio import CLAP_SAMPLE_RATE
+from ..diagnostics import ClapWarning
 from .cache import namespace_hash
 from .devices import cpu_has_fast_bf16, resolve_precision
 
@@ -47,7 +49,6 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailable",
     "BackendWarning",
-    "HFClapAudioTower",
     "MIN_COSINE_OPENVINO",
     "MIN_COSINE_TORCH",
     "OpenVinoBackend",
@@ -56,6 +57,7 @@ __all__ = [
     "default_backend",
     "openvino_cache_path",
     "probe_clip",
+    "torch_backend",
 ]
 
 BACKENDS = ("auto", "torch", "openvino")
@@ -67,7 +69,7 @@ _OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
 _ISA_CAP_NOTE = "OpenVINO's CPU plugin crashed (segfault) on the tiny test model under it"
 
 
-class BackendWarning(UserWarning):
+class BackendWarning(ClapWarning):
     """``backend="auto"`` could not use OpenVINO (the message says why) and runs eager PyTorch."""
 
 
@@ -80,28 +82,14 @@ def default_backend() -> str:
     return os.environ.get("CLAP_HELPERS_BACKEND") or "auto"
 
 
-class HFClapAudioTower(torch.nn.Module):
-    """transformers' ``ClapModel.get_audio_features`` as a module: (input_features[, is_longer])
-    -> (B, D) L2-normalised. Shares the model's parameters (no copy).
-
-    Transitional: the LAION family (``families/laion.py``) provides this as its ``audio_tower``.
-    """
-
-    def __init__(self, clap: torch.nn.Module):
-        super().__init__()
-        self.audio_model = clap.audio_model
-        self.audio_projection = clap.audio_projection
-        self.fused = bool(clap.config.audio_config.enable_fusion)
-
-    def forward(self, input_features: torch.Tensor, is_longer: torch.Tensor | None = None):
-        pooled = self.audio_model(input_features=input_features, is_longer=is_longer).pooler_output
-        return F.normalize(self.audio_projection(pooled), dim=-1)
-
-
-def probe_clip(seconds: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed probe clip (chirp + noise) of every precision and backend check: (1, T), (1,)."""
+def probe_clip(
+    seconds: float = 10.0, sample_rate: int = CLAP_SAMPLE_RATE, max_samples: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed probe clip (chirp + noise) of every precision and backend check, at
+    ``sample_rate`` and at most ``max_samples`` long (one family window): (1, T), (1,)."""
     rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * CLAP_SAMPLE_RATE)) / CLAP_SAMPLE_RATE
+    n = int(seconds * sample_rate)
+    t = np.arange(min(n, max_samples or n)) / sample_rate
     probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)
     x = torch.from_numpy(probe.astype(np.float32))[None]
     return x, torch.tensor([x.shape[1]])
@@ -151,14 +139,18 @@ class TorchBackend:
             return self.module(*feats).float()
 
 
-def openvino_cache_path(root, model_id: str, revision: str, example: tuple) -> Path:
-    """``<root>/openvino/<key>``: the key hashes checkpoint, revision, input shapes (batch
-    dynamic) and the OpenVINO version, like the embedding cache's namespaces. The saved model is
-    fp32 (the precision is a compile-time hint), so one conversion serves every precision."""
+def openvino_cache_path(
+    root, model_id: str, revision: str, example: tuple, family: dict | None = None
+) -> Path:
+    """``<root>/openvino/<key>``: the key hashes the family (name and settings), checkpoint,
+    revision, input shapes (batch dynamic) and the OpenVINO version, like the embedding cache's
+    namespaces. The saved model is fp32 (the precision is a compile-time hint), so one
+    conversion serves every precision."""
     ov = _import_openvino()
 
     key = {
         "tower": "audio",
+        "family": family or {},
         "model": model_id,
         "revision": revision,
         "inputs": [[-1, *e.shape[1:], str(e.dtype)] for e in example],
@@ -232,6 +224,7 @@ class OpenVinoBackend:
             raise BackendUnavailable(f"OpenVINO could not compile the model ({exc})") from None
         self.compile_s = time.perf_counter() - t0
         self.key = f"openvino-{_OV_HINTS[precision]}"
+        self.shapes = [tuple(e.shape[1:]) for e in example]  # compiled input shapes, batch aside
 
     def __repr__(self) -> str:
         how = "converted" if self.converted else "cached model"
@@ -239,6 +232,9 @@ class OpenVinoBackend:
         return f"openvino ({self.precision} hint, {how}, {first}{self.compile_s:.1f} s compile)"
 
     def __call__(self, *feats: torch.Tensor) -> torch.Tensor:
+        shapes = [tuple(f.shape[1:]) for f in feats]
+        if shapes != self.shapes:  # never run a static model on other shapes: wrong numbers
+            raise ValueError(f"OpenVINO model compiled for inputs {self.shapes}, got {shapes}")
         n_rows = feats[0].shape[0]
         out = []
         for start in range(0, n_rows, self.batch):
@@ -310,12 +306,16 @@ def choose_backend(
     backend: str = "auto",
     precision: str = "auto",
     *,
-    probe: tuple,
+    probe,
     cache_root=None,
     model_key: tuple[str, str] = ("", ""),
+    family: dict | None = None,
+    fused: bool = False,
+    openvino: bool = True,
     batch: int = 4,
 ):
-    """The backend to run ``tower`` with, checked on the probe clip's features ``probe``.
+    """The backend to run ``tower`` with, checked on the probe clip's features ``probe`` (a
+    tuple, or a function returning it: only called when a check is needed).
 
     ``backend``: ``"torch"``, ``"openvino"`` (errors if it cannot run) or ``"auto"``: OpenVINO on
     a CPU if installed, exported and within cosine :data:`MIN_COSINE_OPENVINO` of eager fp32 on
@@ -323,21 +323,25 @@ def choose_backend(
     with a :class:`BackendWarning` naming the reason (none on GPUs: OpenVINO is CPU-only here).
     ``precision="auto"`` on PyTorch: as :func:`resolve_precision`, fp32 if the probe's cosine
     is below :data:`MIN_COSINE_TORCH`. ``cache_root``: where converted models are cached
-    (:func:`openvino_cache_path` of ``model_key`` = (model id, revision); None: not cached).
+    (:func:`openvino_cache_path` of ``model_key`` = (model id, revision) and ``family`` = its
+    name and settings; None: not cached). ``fused`` (LAION fused checkpoints) or
+    ``openvino=False`` (a family whose tower does not export): no OpenVINO (and, for
+    ``"auto"``, no warning: that family always runs PyTorch).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     wanted = resolve_precision(precision, device)
     if backend == "torch" and wanted == "fp32":
         return TorchBackend(tower, device, "fp32")
+    probe = tuple(probe() if callable(probe) else probe)
     ref = TorchBackend(tower, device, "fp32")(*probe)
     if backend in ("auto", "openvino"):
-        reason = _openvino_obstacle(tower, device, wanted)
+        reason = _openvino_obstacle(device, wanted, fused, openvino)
         if backend == "auto" and os.environ.get("ONEDNN_MAX_CPU_ISA"):  # see _ISA_CAP_NOTE
             reason = f"ONEDNN_MAX_CPU_ISA is set; {_ISA_CAP_NOTE}"
         if reason is None:
             try:
-                path = cache_root and openvino_cache_path(cache_root, *model_key, probe)
+                path = cache_root and openvino_cache_path(cache_root, *model_key, probe, family)
                 ov_backend = OpenVinoBackend(tower, probe, wanted, path, batch)
                 ov_backend.cosine = _cosine(ov_backend(*probe), ref)
                 if backend == "openvino" or ov_backend.cosine >= MIN_COSINE_OPENVINO:
@@ -350,27 +354,42 @@ def choose_backend(
                 reason = str(exc)
         if backend == "openvino":
             raise BackendUnavailable(f"backend='openvino' cannot be used: {reason}")
-        if device.type == "cpu":
+        if device.type == "cpu" and openvino:  # a family that opts out runs torch, silently
             warnings.warn(f"backend='auto' runs eager PyTorch: {reason}", BackendWarning, 3)
-    chosen = TorchBackend(tower, device, wanted)
+    chosen = torch_backend(tower, device, wanted, probe, ref)
     if wanted != "fp32":
-        chosen.cosine = _cosine(chosen(*probe), ref)
         if precision == "auto" and chosen.cosine < MIN_COSINE_TORCH:
             warnings.warn(
                 f"{wanted} embeddings are only cosine {chosen.cosine:.5f} from fp32 on {device}; "
                 "using fp32",
+                BackendWarning,
                 stacklevel=3,
             )
             chosen = TorchBackend(tower, device, "fp32")
     return chosen
 
 
-def _openvino_obstacle(tower, device: torch.device, precision: str) -> str | None:
-    """Why OpenVINO cannot run ``tower`` on ``device`` at ``precision`` (None: it may)."""
+def torch_backend(tower, device, precision: str, probe: tuple, ref: torch.Tensor) -> TorchBackend:
+    """Eager PyTorch at ``precision``, its ``cosine`` to ``ref`` (eager fp32 of ``probe``) set.
+    Where bf16 weights would be used (fast-bf16 CPUs) but drift below :data:`MIN_COSINE_TORCH`
+    on the probe (e.g. tiny PE-Audio, AudioCLIP), autocast is used instead, as on other CPUs."""
+    chosen = TorchBackend(tower, device, precision)
+    if precision != "fp32":
+        chosen.cosine = _cosine(chosen(*probe), ref)
+        if chosen.weights and chosen.cosine < MIN_COSINE_TORCH:
+            chosen = TorchBackend(tower, device, precision, weights=False)
+            chosen.cosine = _cosine(chosen(*probe), ref)
+    return chosen
+
+
+def _openvino_obstacle(device, precision: str, fused: bool, openvino: bool) -> str | None:
+    """Why OpenVINO cannot run the tower on ``device`` at ``precision`` (None: it may)."""
     if device.type != "cpu":
         return f"OpenVINO runs on CPUs here, the device is {device}"
     if precision not in _OV_HINTS:
         return f"OpenVINO runs fp32 or bf16 here, not {precision}"
-    if getattr(tower, "fused", False):
+    if fused:
         return "fused checkpoints are not exported (their fusion branch depends on the data)"
+    if not openvino:
+        return "this model family's audio tower is not exported to OpenVINO (see usage.md)"
     return None

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from ..diagnostics import ClapWarning
+
 __all__ = [
     "CACHE_VERSION",
     "CacheWarning",
@@ -54,7 +56,7 @@ _COMPACT_AFTER = 32  # chunk files in a namespace before they are merged into on
 _STALE_TMP_S = 15 * 60  # a .tmp-* file this old is left over from a killed process
 
 
-class CacheWarning(UserWarning):
+class CacheWarning(ClapWarning):
     """A cache chunk was unusable (corrupt, foreign or mismatched) and will be recomputed."""
 
 

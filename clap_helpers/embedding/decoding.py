@@ -1,6 +1,7 @@
 """Decoding audio files for the encoder, in worker processes: one file per item, failures as notes.
 
-:class:`DecodeDataset` turns file paths into 48 kHz mono waveforms through
+:class:`DecodeDataset` turns file paths into mono waveforms at the model family's rate
+(default 48 kHz) through
 :func:`clap_helpers.data.audio.load_audio`; a file that cannot be decoded (or runs out of memory)
 gives ``None`` and its reason instead of an exception, so one bad file never stops a run. The
 single-process encoder and the Ray pipeline (:mod:`.distributed`) decode with this same code.
@@ -22,7 +23,8 @@ __all__ = ["DecodeDataset", "collate", "worker_init"]
 
 
 class DecodeDataset(torch.utils.data.Dataset):
-    """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes).
+    """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes),
+    resampled to ``sample_rate``.
 
     A file that raises :class:`AudioError` or ``MemoryError`` gives ``None`` and the reason.
     """
@@ -33,11 +35,13 @@ class DecodeDataset(torch.utils.data.Dataset):
         rows: Sequence[int],
         int16_roundtrip: bool,
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
+        sample_rate: int = CLAP_SAMPLE_RATE,
     ):
         self.paths = list(paths)
         self.rows = list(rows)
         self.int16_roundtrip = int16_roundtrip
         self.max_seconds = max_seconds
+        self.sample_rate = int(sample_rate)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -48,7 +52,7 @@ class DecodeDataset(torch.utils.data.Dataset):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                x = load_audio(path, CLAP_SAMPLE_RATE, max_seconds=self.max_seconds)
+                x = load_audio(path, self.sample_rate, max_seconds=self.max_seconds)
                 if self.int16_roundtrip:
                     x = np.clip(x, -1.0, 1.0) * 32767.0
                     x = x.astype(np.int16).astype(np.float32) / 32767.0

@@ -1,4 +1,4 @@
-"""Fast, batched, deterministic and cached CLAP embeddings of audio files and texts.
+"""Fast, batched, deterministic and cached audio and text embeddings, for every model family.
 
 ::
 
@@ -6,18 +6,22 @@
     E = enc.embed_audio(clips.path, batch_size=32)    # (N, D) float32, L2-normalised rows
     T = enc.embed_text(["This is a sound of dog."])    # (C, D) float32, L2-normalised rows
 
-How a run goes: cached rows are looked up first (:mod:`clap_helpers.embedding.cache`); the remaining files
-are decoded and resampled to 48 kHz in DataLoader worker processes while the model runs; each clip
-is cut into consecutive 10 s windows; the batched torch log-mel front-end
-(:mod:`clap_helpers.embedding.frontend`) and the model run on the chosen device and precision, the
-audio tower through a speed backend (:mod:`clap_helpers.embedding.backends`); window
-embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished rows go
-to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory) gives a
-NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
+``load_clap`` recognises the model family of a checkpoint
+(:mod:`clap_helpers.embedding.families`: LAION-CLAP, PE-Audio, ...); the encoder owns what all
+families share. How a run goes: cached rows are looked up first
+(:mod:`clap_helpers.embedding.cache`); the remaining files are decoded and resampled to the
+family's sample rate (48 kHz for LAION-CLAP) in DataLoader worker processes while the model
+runs; each clip is cut into consecutive windows of the family's length (10 s for LAION-CLAP);
+the family's front-end (for LAION-CLAP the batched torch log-mel,
+:mod:`clap_helpers.embedding.frontend`) and audio tower run on the chosen device and precision,
+the tower through a speed backend (:mod:`clap_helpers.embedding.backends`: eager PyTorch or OpenVINO);
+window embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished
+rows go to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory)
+gives a NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
 
 Memory: a file is decoded in blocks and cut at ``max_seconds`` (default 30 min, see
-:func:`clap_helpers.data.audio.load_audio`); a long clip's 10 s windows are copied into model batches of
-at most ``model_batch_size`` windows as they are needed, never all at once.
+:func:`clap_helpers.data.audio.load_audio`); a long clip's windows are copied into model batches
+of at most ``model_batch_size`` windows as they are needed, never all at once.
 
 Nothing is random: no random crops (transformers' extractor crops long clips at random), and
 fused models get ``is_longer`` from the clip length alone.
@@ -27,10 +31,8 @@ Used by: every notebook that embeds audio or text (02-10), clap_helpers.apps.sea
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import os
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,31 +41,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS
+from ..data.audio import DEFAULT_MAX_SECONDS
+from ..diagnostics import ClapWarning, bars_off, name_files, quiet_loading
 from . import backends
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, collate, worker_init
 from .devices import resolve_device
-from .frontend import LogMelFrontend, split_windows
+from .families.base import ModelFamily
+from .families.registry import load_family
+from .frontend import split_windows
 
 __all__ = [
     "ClapEncoder",
     "DEFAULT_MODEL",
     "EmbeddingWarning",
     "load_clap",
+    "load_model",
     "TEXT_PRECISION",
     "WINDOW_MODES",
 ]
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
-WINDOW_MODES = ("average", "first", "fusion")
+WINDOW_MODES = ("auto", "average", "first", "fusion")
+_SAID_FUSION: set[str] = set()  # fused checkpoints whose window="auto" choice was announced
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
 
 
-class EmbeddingWarning(UserWarning):
+class EmbeddingWarning(ClapWarning):
     """An input file could not be embedded (its row is NaN) or was suspicious (silent, NaN)."""
 
 
@@ -72,15 +78,17 @@ def load_clap(
     device: str | torch.device = "auto",
     precision: str = "auto",
     *,
+    family: str | None = None,
     revision: str | None = None,
-    window: str = "average",
+    window: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
     int16_roundtrip: bool = False,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     backend: str | None = None,
+    **family_options,
 ) -> ClapEncoder:
-    """Load a CLAP checkpoint (hub id or local folder in ``from_pretrained`` layout).
+    """Load an audio-text model (hub id, local folder or checkpoint file) as a :class:`ClapEncoder`.
 
     Args:
         model: e.g. ``laion/clap-htsat-unfused``, ``laion/clap-htsat-fused``,
@@ -89,11 +97,16 @@ def load_clap(
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` picks the fastest
             precision for the device (see :func:`resolve_precision`) and checks on a probe clip
             that it stays within cosine 0.999 of fp32, else uses fp32. This is the audio
-            tower's precision: log-mel features and text embeddings are always fp32.
+            tower's precision: front-end features and text embeddings are always fp32.
+        family: model family (:func:`clap_helpers.embedding.families.family_names`); default:
+            recognised from the checkpoint (``config.json`` ``model_type``, or the family's own
+            detection for checkpoint files).
         revision: hub revision (branch, tag or commit); part of the cache key.
-        window: clips longer than 10 s: ``"average"`` (mean of consecutive 10 s windows),
-            ``"first"`` (first window only) or ``"fusion"`` (fused checkpoints: the whole clip
-            through the deterministic 4-channel fusion front-end).
+        window: clips longer than the family's window (10 s for LAION-CLAP): ``"average"``
+            (mean of consecutive windows), ``"first"`` (first window only), ``"fusion"``
+            (fused checkpoints: the whole clip through the deterministic 4-channel fusion
+            front-end) or ``"auto"`` (default): ``"fusion"`` for fused checkpoints (said once
+            per checkpoint in a warning, and in the encoder's repr), else ``"average"``.
         cache_dir: embedding cache (default :func:`clap_helpers.embedding.cache.default_cache_dir`;
             ``False``: no cache). A path that is a file is an error here, not after a run.
         num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
@@ -104,46 +117,46 @@ def load_clap(
             cache key). ``None``: no limit.
         backend: ``"auto"`` (default, or ``$CLAP_HELPERS_BACKEND``), ``"torch"`` or
             ``"openvino"``: how the audio tower runs (:mod:`clap_helpers.embedding.backends`).
-            ``"auto"`` uses OpenVINO on CPUs where it is installed and matches eager fp32 on the
-            probe clip; its converted model is cached in ``cache_dir/openvino``.
+            ``"auto"`` uses OpenVINO on CPUs where it is installed, the family's tower exports
+            and it matches eager fp32 on the probe clip; the converted model is cached in
+            ``cache_dir/openvino``.
+        family_options: passed to the family's loader (e.g. ``text_model=`` for families whose
+            checkpoint file does not hold its text tower).
 
     Raises:
         FileNotFoundError: ``model`` is a path (``/``, ``./``, ``~``, ...) to a missing folder.
         OSError: a hub id that is neither in the local HF cache nor downloadable (the message
             names the fixes: HF_HOME, HF_HUB_OFFLINE=1, a local folder).
-        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``
-            or ``backend``.
+        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``;
+            a checkpoint no registered family recognises (``UnknownFamilyError``); a bad
+            ``backend``.
         BackendUnavailable: ``backend="openvino"`` cannot run here (the message says why).
         NotADirectoryError: ``cache_dir`` is a file.
     """
-    from transformers import ClapModel, ClapProcessor
-
     if window not in WINDOW_MODES:
         raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
     dev = resolve_device(device)
-    model_id = _check_model(model)
     if cache_dir is not False:
         check_cache_dir(default_cache_dir() if cache_dir is None else cache_dir)
-    kwargs = {"revision": revision} if revision else {}
-    try:
-        clap = ClapModel.from_pretrained(model_id, **kwargs).eval().to(dev)
-        processor = ClapProcessor.from_pretrained(model_id, **kwargs)
-    except OSError as exc:
-        if Path(model_id).expanduser().is_dir():
-            raise
-        raise OSError(_unreachable_message(model_id, revision, exc)) from None
-    fused = bool(clap.config.audio_config.enable_fusion)
-    if window == "fusion" and not fused:
-        raise ValueError(f"window='fusion' needs a fused checkpoint; {model_id} is unfused")
-    frontend = LogMelFrontend.from_feature_extractor(processor.feature_extractor).to(dev)
+    with quiet_loading():  # no "Loading weights" bar (frozen at 0 % in a saved notebook)
+        fam = load_family(model, family=family, device=dev, revision=revision, **family_options)
+    if window == "fusion" and not fam.fused:
+        raise ValueError(f"window='fusion' needs a fused checkpoint; {fam.model_id} is unfused")
+    if window == "auto":
+        window = "fusion" if fam.fused else "average"
+        if fam.fused and fam.model_id not in _SAID_FUSION:
+            _SAID_FUSION.add(fam.model_id)
+            warnings.warn(
+                f"{fam.model_id} is a fused checkpoint: clips longer than its window go through "
+                "its fusion branch (deterministic chunks, window='fusion'); pass "
+                "window='average' to average consecutive windows instead",
+                ClapWarning,
+                stacklevel=2,
+            )
     enc = ClapEncoder(
-        clap,
-        processor.tokenizer,
-        frontend,
+        fam,
         device=dev,
         precision="fp32",
-        model_id=model_id,
-        revision=_model_revision(model_id, clap, revision),
         window=window,
         cache_dir=cache_dir,
         num_workers=num_workers,
@@ -152,94 +165,22 @@ def load_clap(
     )
     root = None if cache_dir is False else (cache_dir or default_cache_dir())  # converted models
     enc.backend = backends.choose_backend(
-        enc.tower,
+        fam.audio_tower,
         dev,
         backend or backends.default_backend(),
         precision,
-        probe=enc._probe_features(),
+        probe=enc._probe_features,  # computed only if a check needs it
         cache_root=root,
-        model_key=(model_id, enc.revision),
-        batch=enc.model_batch_size or 4,
+        model_key=(fam.model_id, fam.revision),
+        family={"name": fam.name, "settings": fam.namespace()},
+        fused=fam.fused,
+        openvino=fam.openvino,
+        batch=enc.model_batch_size or _CPU_MODEL_BATCH,
     )
     return enc
 
 
-def _looks_like_path(model: str) -> bool:
-    """A local path rather than a hub id (``org/name`` or ``name``)."""
-    if model.startswith(("/", "./", "../", "~", ".\\", "..\\")) or model in (".", ".."):
-        return True
-    if "\\" in model:
-        return True
-    return model.count("/") > 1
-
-
-def _check_model(model: str | os.PathLike) -> str:
-    """The model argument as a string; a local folder that does not exist or has no
-    ``config.json`` is a clear error (not transformers' complaint about repo ids)."""
-    model_id = str(model)
-    folder = Path(model_id).expanduser()
-    if isinstance(model, os.PathLike) or _looks_like_path(model_id) or folder.is_dir():
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"model folder not found: {model_id} (pass an existing folder in "
-                "from_pretrained layout, or a hub id such as laion/clap-htsat-unfused)"
-            )
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model folder {model_id} has no config.json: it must hold a checkpoint saved "
-                "with save_pretrained (config.json, weights, tokenizer and preprocessor files)"
-            )
-    return model_id
-
-
-def _unreachable_message(model_id: str, revision: str | None, exc: Exception) -> str:
-    from huggingface_hub import constants
-
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    at = f" at revision {revision!r}" if revision else ""
-    return (
-        f"cannot load model {model_id!r}{at}: it is not in the Hugging Face cache "
-        f"({constants.HF_HUB_CACHE}) and could not be downloaded ({reason}). Fix: connect to "
-        "the internet once to download it; or set HF_HOME to the folder whose hub/ cache holds "
-        "it (HF_HUB_OFFLINE=1 then loads it offline); or pass a local checkpoint folder "
-        "(load_clap('/local/folder'), notebooks: -p model /local/folder)"
-    )
-
-
-def _model_revision(model_id: str, model: torch.nn.Module, revision: str | None) -> str:
-    """Commit hash for hub models; for a local folder, a hash of its files' names, sizes, mtimes.
-
-    The commit comes from the resolved snapshot folder of the HF cache
-    (``.../models--org--name/snapshots/<commit>/config.json``): transformers 5 no longer sets
-    ``config._commit_hash``, and a branch name ("main") would serve stale embeddings once the
-    checkpoint is updated.
-    """
-    folder = Path(model_id).expanduser()
-    if folder.is_dir():
-        h = hashlib.sha1(str(folder.resolve()).encode())
-        for p in sorted(folder.iterdir()):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-        return "local-" + h.hexdigest()[:16]
-    commit = _snapshot_commit(model_id, revision)
-    return commit or getattr(model.config, "_commit_hash", None) or revision or "main"
-
-
-def _snapshot_commit(model_id: str, revision: str | None) -> str | None:
-    """The commit of the cached snapshot ``revision`` (default main) resolves to, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        path = try_to_load_from_cache(model_id, "config.json", revision=revision)
-    except ValueError:  # not a valid repo id
-        return None
-    if not isinstance(path, str):
-        return None
-    snapshot = Path(path).parent
-    if snapshot.parent.name != "snapshots" or not _COMMIT.fullmatch(snapshot.name):
-        return None
-    return snapshot.name
+load_model = load_clap  # the family-neutral name
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -257,11 +198,17 @@ def _release_memory(device: torch.device) -> None:
 
 
 class ClapEncoder:
-    """A loaded CLAP model with its tokenizer and front-end; use :func:`load_clap` to build one.
+    """A loaded model family on a device, with cache and batching; use :func:`load_clap`.
 
     Attributes:
-        model: the ``transformers.ClapModel`` (eval mode, on ``device``).
+        family: the :class:`~clap_helpers.embedding.families.base.ModelFamily` (front-end,
+            audio tower, text tower).
+        model, tokenizer, frontend: the family's (LAION-CLAP: the ``transformers.ClapModel``,
+            its tokenizer and :class:`~clap_helpers.embedding.frontend.LogMelFrontend`);
+            AttributeError for a family without them.
         device, precision: where and how it runs (``"fp32"``, ``"bf16"`` or ``"fp16"``).
+        backend: how the audio tower runs (:mod:`clap_helpers.embedding.backends`; its repr
+            names backend, precision and first-call cost); sets ``precision``.
         dim: embedding size D (512 for the LAION checkpoints).
         fused: whether the checkpoint uses feature fusion.
         failures: ``[(path, reason)]`` of the files the last :meth:`embed_audio` call could not
@@ -275,29 +222,20 @@ class ClapEncoder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        tokenizer,
-        frontend: LogMelFrontend,
+        family: ModelFamily,
         *,
         device: torch.device,
         precision: str,
-        model_id: str,
-        revision: str,
         window: str = "average",
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
         int16_roundtrip: bool = False,
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
     ):
-        self.model = model
-        self.tower = backends.HFClapAudioTower(model)  # (input_features[, is_longer]) -> (B, D)
-        # how the tower runs; load_clap may choose another (backends.choose_backend)
-        self.backend = backends.TorchBackend(self.tower, device, precision)
-        self.tokenizer = tokenizer
-        self.frontend = frontend
+        self.family = family
         self.device = device
-        self.model_id = model_id
-        self.revision = revision
+        # how the tower runs; load_clap may choose another (backends.choose_backend)
+        self.backend = backends.TorchBackend(family.audio_tower, device, precision)
         self.window = window
         # False: no cache unless a call passes a cache_dir
         self.cache_dir: Path | bool = (
@@ -310,14 +248,31 @@ class ClapEncoder:
         self.num_workers = num_workers
         self.int16_roundtrip = int16_roundtrip
         self.max_seconds = max_seconds
-        self.fused = bool(model.config.audio_config.enable_fusion)
-        self.dim = int(model.config.projection_dim)
         self.failures: list[tuple[str, str]] = []
         self.problems: list[tuple[str, str]] = []
         self.cache_flush_every = 256  # rows per cache chunk: at most this much work is redone
         # Windows per model call. On a CPU, small batches are faster than large ones (fewer page
         # faults from large activations; see usage.md, Performance); elsewhere: batch_size.
         self.model_batch_size: int | None = _CPU_MODEL_BATCH if device.type == "cpu" else None
+
+    # -- the family's attributes --------------------------------------------------------------
+    model_id = property(lambda self: self.family.model_id, doc="hub id, folder or file loaded")
+    revision = property(lambda self: self.family.revision, doc="commit or local-file hash")
+    dim = property(lambda self: int(self.family.dim), doc="embedding size D")
+    fused = property(lambda self: bool(self.family.fused), doc="has a fusion branch")
+    sample_rate = property(lambda self: int(self.family.sample_rate), doc="input rate, Hz")
+
+    def _family_part(self, name: str):
+        try:
+            return getattr(self.family, name)
+        except AttributeError:
+            raise AttributeError(
+                f"the {self.family.name} family has no {name!r} (use enc.family)"
+            ) from None
+
+    model = property(lambda self: self._family_part("model"), doc="the family's model object")
+    tokenizer = property(lambda self: self._family_part("tokenizer"), doc="its text tokenizer")
+    frontend = property(lambda self: self._family_part("frontend"), doc="its front-end module")
 
     def __repr__(self) -> str:
         return (
@@ -333,15 +288,16 @@ class ClapEncoder:
 
     @property
     def logit_scale(self) -> float:
-        """exp of the model's audio logit scale: ``softmax(logit_scale * cosine)`` as in the HF
-        pipeline."""
-        return float(self.model.logit_scale_a.detach().exp())
+        """The family's temperature: ``softmax(logit_scale * cosine)`` as in the HF pipeline."""
+        return float(self.family.logit_scale)
 
     # -- cache namespaces ---------------------------------------------------------------------
     def audio_namespace(self) -> dict:
-        """Everything an audio embedding depends on (the cache key besides the file itself)."""
-        fe = self.frontend
+        """Everything an audio embedding depends on (the cache key besides the file itself):
+        the family, checkpoint and revision, every family setting that changes numbers
+        (``frontend``: :meth:`ModelFamily.namespace`), precision and the encoder's own settings."""
         return {
+            "family": self.family.name,
             "model": self.model_id,
             "revision": self.revision,
             "precision": self.precision,
@@ -349,23 +305,19 @@ class ClapEncoder:
             "window": self.window,
             "int16_roundtrip": self.int16_roundtrip,
             "max_seconds": self.max_seconds,
-            "frontend": {
-                "truncation": fe.truncation,
-                "padding": fe.padding,
-                "sampling_rate": fe.sampling_rate,
-                "n_fft": fe.n_fft,
-                "hop_length": fe.hop_length,
-                "n_mels": fe.n_mels,
-                "f_min": fe.f_min,
-                "f_max": fe.f_max,
-                "max_length_s": fe.max_length_s,
-            },
+            "frontend": self.family.namespace(),
         }
 
     def text_namespace(self) -> dict:
         """What a text embedding depends on. Text always runs in fp32 (see :meth:`embed_text`),
         whatever ``precision`` the audio tower uses."""
-        return {"model": self.model_id, "revision": self.revision, "precision": TEXT_PRECISION}
+        return {
+            "family": self.family.name,
+            "model": self.model_id,
+            "revision": self.revision,
+            "precision": TEXT_PRECISION,
+            "settings": self.family.namespace(),
+        }
 
     def _store(self, kind: str, cache_dir) -> EmbeddingStore | None:
         root = self.cache_dir if cache_dir is None else cache_dir
@@ -377,12 +329,13 @@ class ClapEncoder:
     # -- model calls --------------------------------------------------------------------------
     @torch.inference_mode()
     def _features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple:
-        """The audio tower's inputs (fp32) for windows (B, T) with true ``lengths``."""
-        features, is_longer = self.frontend(waveforms, lengths)
-        return (features, is_longer) if self.fused else (features,)
+        """The audio tower's inputs (fp32, deterministic) for windows (B, T) of ``lengths``."""
+        return tuple(self.family.features(waveforms, lengths))
 
     def _probe_features(self, seconds: float = 10.0) -> tuple:
-        return self._features(*backends.probe_clip(seconds))
+        """Features of the probe clip at the family's rate, at most one family window."""
+        clip = backends.probe_clip(seconds, self.sample_rate, self.family.window_samples)
+        return self._features(*clip)
 
     @torch.inference_mode()
     def _audio_forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -399,15 +352,17 @@ class ClapEncoder:
         computed here (on torch's ``meta`` device, no memory), the samples are copied batch by
         batch in :meth:`_embed_decoded`.
         """
-        size = self.frontend.max_length
-        if self.window == "fusion" or n_samples <= size:
+        size = self.family.window_samples
+        if size is None or self.window == "fusion" or n_samples <= size:
             return [(0, n_samples)]
-        _, lengths = split_windows(torch.empty(n_samples, device="meta"), size)
+        meta = torch.empty(n_samples, device="meta")
+        _, lengths = split_windows(meta, size, min_last=min(self.sample_rate, size))
         plan = [(i * size, int(n)) for i, n in enumerate(lengths.tolist())]
         return plan[:1] if self.window == "first" else plan
 
     def embed_waveforms(self, waveforms: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Embed in-memory mono waveforms at 48 kHz (e.g. soundscapes): (N, D) float32. No cache."""
+        """Embed in-memory mono waveforms at :attr:`sample_rate` (48 kHz for LAION-CLAP and
+        PE-Audio; e.g. soundscapes): (N, D) float32. No cache."""
         _check_batch_size(batch_size)
         rows = []
         pending: list[np.ndarray] = []
@@ -428,7 +383,8 @@ class ClapEncoder:
         (a longer ``fusion`` clip goes alone), so a 30 min clip never becomes one big tensor.
         """
         batch_size = min(batch_size, self.model_batch_size or batch_size)
-        budget = batch_size * self.frontend.max_length  # samples in one padded model batch
+        window = self.family.window_samples or 10 * self.sample_rate
+        budget = batch_size * window  # samples in one padded model batch
         clips = [torch.as_tensor(x) for x in clips]
         plan = [(i, s, n) for i, x in enumerate(clips) for s, n in self._clip_windows(len(x))]
         batches: list[list[tuple[int, int, int]]] = []
@@ -471,8 +427,9 @@ class ClapEncoder:
             num_workers: decoding processes (default: the encoder's).
             progress: show a tqdm bar (clips/s) on runs longer than a couple of seconds.
 
-        A file that cannot be decoded gives a NaN row, an :class:`EmbeddingWarning` naming it and
-        an entry in :attr:`failures`.
+        A file that cannot be decoded gives a NaN row and an entry ``(path, reason)`` in
+        :attr:`failures`; a suspicious one (silent, cut at ``max_seconds``) an entry in
+        :attr:`problems`. One :class:`EmbeddingWarning` per call names them with their count.
         """
         from tqdm.auto import tqdm
 
@@ -492,7 +449,7 @@ class ClapEncoder:
             return out
         workers = self.num_workers if num_workers is None else num_workers
         loader = torch.utils.data.DataLoader(
-            DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds),
+            DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds, self.sample_rate),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=collate,
@@ -504,7 +461,7 @@ class ClapEncoder:
             initial=len(paths) - len(todo),
             desc=f"embedding audio ({self.device.type}, {self.precision}, {self.backend.name})",
             unit="clip",
-            disable=not progress,
+            disable=bars_off(progress),
             delay=2.0,
             smoothing=0.1,
         )
@@ -526,10 +483,17 @@ class ClapEncoder:
             bar.close()
             if store is not None:
                 store.flush()
-        if self.failures:
+        if self.failures:  # one warning per call, naming the files
             warnings.warn(
-                f"{len(self.failures)} of {len(paths)} files could not be embedded (NaN rows); "
-                "see enc.failures",
+                f"{len(self.failures)} of {len(paths)} files could not be embedded (NaN rows, "
+                f"see enc.failures): {name_files(self.failures)}",
+                EmbeddingWarning,
+                stacklevel=2,
+            )
+        if self.problems:
+            warnings.warn(
+                f"{len(self.problems)} of {len(paths)} files embedded with a problem (see "
+                f"enc.problems): {name_files(self.problems)}",
                 EmbeddingWarning,
                 stacklevel=2,
             )
@@ -556,15 +520,13 @@ class ClapEncoder:
                 rows.append(row)
             except _OUT_OF_MEMORY:
                 _release_memory(self.device)
-                seconds = len(x) / CLAP_SAMPLE_RATE
+                seconds = len(x) / self.sample_rate
                 failed[row] = f"out of memory while embedding {seconds:.0f} s of audio"
         emb = np.concatenate(embs) if embs else np.zeros((0, self.dim), np.float32)
         return rows, emb, failed
 
     def _report(self, path: str, note: str, failed: bool) -> None:
         (self.failures if failed else self.problems).append((path, note))
-        verb = "skipped" if failed else "embedded anyway"
-        warnings.warn(f"{path}: {note} ({verb})", EmbeddingWarning, stacklevel=3)
 
     @torch.inference_mode()
     def embed_text(
@@ -591,12 +553,8 @@ class ClapEncoder:
             todo = np.flatnonzero(~found).tolist()
         for start in range(0, len(todo), batch_size):
             rows = todo[start : start + batch_size]
-            tokens = self.tokenizer(
-                [texts[r] for r in rows], padding=True, truncation=True, return_tensors="pt"
-            ).to(self.device)
             with torch.autocast(self.device.type, enabled=False):  # fp32, see docstring
-                res = self.model.get_text_features(**tokens)
-            emb = res.pooler_output if hasattr(res, "pooler_output") else res
+                emb = self.family.text_embeddings([texts[r] for r in rows])
             out[rows] = F.normalize(emb.float(), dim=-1).cpu().numpy()
             if store is not None:
                 store.add([keys[r] for r in rows], out[rows])
@@ -606,9 +564,10 @@ class ClapEncoder:
 
     def precision_check(self, precision: str, seconds: float = 10.0) -> float:
         """Cosine between eager-PyTorch ``precision`` and fp32 audio embeddings of the fixed
-        probe clip (:func:`clap_helpers.embedding.backends.probe_clip`). Only audio needs it:
-        text always runs in fp32."""
+        probe clip (:func:`clap_helpers.embedding.backends.probe_clip`, one family window), as
+        :func:`clap_helpers.embedding.backends.torch_backend` runs it (bf16 weights or autocast).
+        Only audio needs it: text always runs in fp32."""
         feats = self._probe_features(seconds)
-        ref = backends.TorchBackend(self.tower, self.device, "fp32")(*feats)
-        low = backends.TorchBackend(self.tower, self.device, precision)(*feats)
-        return float(F.cosine_similarity(ref, low, dim=-1).min())
+        tower = self.family.audio_tower
+        ref = backends.TorchBackend(tower, self.device, "fp32")(*feats)
+        return backends.torch_backend(tower, self.device, precision, feats, ref).cosine

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CHECKPOINT_F_MIN",
     "FrontendOutput",
     "LogMelFrontend",
     "batch_from_list",
@@ -65,6 +66,9 @@ __all__ = [
 TRUNCATIONS = ("rand_trunc", "fusion")
 PADDINGS = ("repeatpad", "repeat", "pad")
 MEL_FLOOR = 1e-10  # power floor before the log: -100 dB
+#: Lowest mel band edge (Hz) in the parameter files of all five LAION hub checkpoints
+#: (``frequency_min`` 50); ``ClapFeatureExtractor()`` and :class:`LogMelFrontend` default to 0.
+CHECKPOINT_F_MIN = 50.0
 
 
 class FrontendOutput(NamedTuple):

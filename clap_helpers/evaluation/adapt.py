@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import ClapWarning
 from . import scoring
 
 MODES = ("zs", "tgap", "sv", "linear")
@@ -135,7 +136,7 @@ def prototypes(
             raise ValueError(f"classes {missing} have no training clip and no text_emb was given")
         warnings.warn(
             f"sv: classes {missing} have no training clip; using their text embeddings",
-            UserWarning,
+            ClapWarning,
             stacklevel=2,
         )
         P[missing] = T[missing]
@@ -331,7 +332,7 @@ def crossval(
         train = ~in_fold & ok
         n_test[fold] = int(test.sum())
         if not test.any():
-            warnings.warn(f"fold {fold!r} has no usable test clip", UserWarning, stacklevel=2)
+            warnings.warn(f"fold {fold!r} has no usable test clip", ClapWarning, stacklevel=2)
             per_fold[fold] = float("nan")
             continue
         if mode == "linear":
@@ -412,7 +413,7 @@ def _label_free_crossval(A, y, f, text_emb, transductive, options) -> dict[str, 
                 all_scores[test] = model.logits(A[test])
                 predictions[test] = model.predict(A[test])
         if not test.any():
-            warnings.warn(f"fold {fold!r} has no usable test clip", UserWarning, stacklevel=3)
+            warnings.warn(f"fold {fold!r} has no usable test clip", ClapWarning, stacklevel=3)
             per_fold[fold] = float("nan")
             continue
         per_fold[fold] = float(np.mean(predictions[test] == y[test]))

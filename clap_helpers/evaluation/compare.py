@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import ClapWarning
+
 __all__ = [
     "CollinearTextWarning",
     "DatasetEmbeddings",
@@ -57,7 +59,7 @@ COLLINEAR_COSINE = 0.99
 """Maximum pairwise cosine of class prompt embeddings above which :func:`text_spread` warns."""
 
 
-class CollinearTextWarning(UserWarning):
+class CollinearTextWarning(ClapWarning):
     """A model maps different class prompts to nearly the same text embedding."""
 
 
@@ -355,7 +357,8 @@ def window_breakdown(
 ) -> pd.DataFrame:
     """What each 10 s window of one long clip says (05_fma).
 
-    The clip is decoded at 48 kHz and cut exactly as the engine cuts it
+    The clip is decoded at the model family's rate (48 kHz for LAION-CLAP) and cut exactly as
+    the engine cuts it
     (:func:`clap_helpers.embedding.frontend.split_windows`: consecutive windows, a tail of at least 1 s kept);
     each window is embedded alone with ``enc.embed_waveforms``. Rows: one per window (index
     ``"0-10 s"`` ...; the first is what ``window="first"`` embeds), then ``"average"`` (the
@@ -364,12 +367,13 @@ def window_breakdown(
     window embedding to the average), then the cosine to each class prompt."""
     import torch
 
-    from ..data.audio import CLAP_SAMPLE_RATE, load_audio
+    from ..data.audio import load_audio
     from ..embedding.frontend import split_windows
 
-    x = load_audio(path, CLAP_SAMPLE_RATE)
-    size = int(enc.frontend.max_length)
-    windows, lengths = split_windows(torch.from_numpy(x), size)
+    sr = int(enc.sample_rate)  # the model family's rate and window (48 kHz, 10 s for LAION)
+    x = load_audio(path, sr)
+    size = int(enc.family.window_samples or len(x))
+    windows, lengths = split_windows(torch.from_numpy(x), size, min_last=min(sr, size))
     parts = [w[: int(n)].numpy() for w, n in zip(windows, lengths, strict=True)]
     emb = np.asarray(enc.embed_waveforms(parts), dtype=np.float64)
     mean = _unit_rows(emb.mean(axis=0, keepdims=True))
@@ -378,8 +382,8 @@ def window_breakdown(
     if t.shape[0] != len(classes):
         raise ValueError(f"{t.shape[0]} text embeddings for {len(classes)} classes")
     sims = rows @ t.T
-    starts = np.arange(len(parts)) * size / CLAP_SAMPLE_RATE
-    ends = starts + np.asarray(lengths, dtype=np.float64) / CLAP_SAMPLE_RATE
+    starts = np.arange(len(parts)) * size / sr
+    ends = starts + np.asarray(lengths, dtype=np.float64) / sr
     index = [f"{a:g}-{b:g} s" for a, b in zip(starts, ends, strict=True)] + ["average"]
     table = pd.DataFrame(
         {

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import ClapWarning
+
 __all__ = [
     "prompt_examples",
     "DATASET_TEMPLATE",
@@ -496,7 +498,7 @@ def _warn_missing(missing: list[str], dataset: str | None) -> None:
         warnings.warn(
             f"no description for {len(missing)} class(es) in {where}: {missing}; "
             "using the template prompt instead",
-            UserWarning,
+            ClapWarning,
             stacklevel=3,
         )
 

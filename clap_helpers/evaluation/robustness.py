@@ -50,6 +50,7 @@ import pandas as pd
 
 from ..data.registry import RECORDS
 from ..data.soundscapes import condition_label
+from ..diagnostics import ClapWarning
 from . import adapt, label_free, scoring
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,7 +154,7 @@ def background_table(
         warnings.warn(
             f"dropping {int(bad.sum())} of {len(table)} background recordings that are silent "
             f"for more than {1 - min_active:.0%} of their length or cannot be decoded",
-            UserWarning,
+            ClapWarning,
             stacklevel=2,
         )
     table = table[~bad].reset_index(drop=True)

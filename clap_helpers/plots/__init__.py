@@ -12,9 +12,9 @@ All public functions are available here: ``ch.plots.confusion_matrix(...)``.
 
 from .adaptation import accuracy_vs_snr, compare_bars, tau_sweep
 from .audio import augmentation, compute_logmel, waveform_and_logmel
-from .core import class_colors, save
+from .core import class_colors, demo_mode, mark_demo, model_name, place_labels, save
 from .datasets import class_balance, durations
-from .maps import embedding_coords, embedding_map, query_map, query_maps
+from .maps import embedding_coords, embedding_map, pca_axis_labels, query_map, query_maps
 from .scores import (
     ap_bars,
     class_deltas,
@@ -36,12 +36,17 @@ __all__ = [
     "class_deltas",
     "compare_bars",
     "compute_logmel",
+    "demo_mode",
     "confusion_grid",
     "confusion_matrix",
     "durations",
     "embedding_coords",
     "embedding_map",
     "learning_curves",
+    "mark_demo",
+    "model_name",
+    "pca_axis_labels",
+    "place_labels",
     "query_map",
     "per_fold_bars",
     "query_maps",

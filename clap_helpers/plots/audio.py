@@ -30,24 +30,27 @@ def compute_logmel(
     n_mels: int = 64,
     fmax: float = 14000.0,
     model_window: bool = False,
+    fmin: float | None = None,
 ) -> np.ndarray:
     """Log-mel spectrogram of a clip for display, (frames, n_mels) in dB (floor -100 dB).
 
     The CLAP front-end's own maths (:meth:`clap_helpers.embedding.frontend.LogMelFrontend.log_mel`:
-    Hann STFT, Slaney mel filters from 0 to min(fmax, sr / 2) Hz). By default without the 10 s
-    window or padding rule, so the picture shows the clip as it is. ``model_window=True``: what
-    the model sees instead, (1001, 64) with the front-end's defaults: a 10 s window, a shorter clip
-    repeated to fill it, then zero-padded, a longer one centre-cropped (48 kHz input only; the
-    other arguments are ignored)."""
+    Hann STFT, Slaney mel filters from ``fmin`` to min(fmax, sr / 2) Hz; ``fmin`` defaults to
+    the 50 Hz of the LAION checkpoints' parameter files, :data:`CHECKPOINT_F_MIN`). By default
+    without the 10 s window or padding rule, so the picture shows the clip as it is.
+    ``model_window=True``: what the unfused checkpoints see instead, (1001, 64): a 10 s window,
+    a shorter clip repeated to fill it, then zero-padded, a longer one centre-cropped (48 kHz
+    input only; the other arguments except ``fmin`` are ignored)."""
     import torch
 
-    from ..embedding.frontend import LogMelFrontend
+    from ..embedding.frontend import CHECKPOINT_F_MIN, LogMelFrontend
 
+    f_min = CHECKPOINT_F_MIN if fmin is None else float(fmin)
     w = torch.as_tensor(np.asarray(waveform, dtype=np.float32).reshape(-1))
     if model_window:
         if sr != 48_000:
             raise ValueError(f"the CLAP front-end takes 48 kHz audio, got {sr} Hz")
-        return LogMelFrontend()(w[None]).input_features[0, 0].cpu().numpy()
+        return LogMelFrontend(f_min=f_min)(w[None]).input_features[0, 0].cpu().numpy()
     if w.numel() <= n_fft // 2:  # reflect padding needs a little more than half a frame
         w = torch.nn.functional.pad(w, (0, n_fft // 2 + 1 - w.numel()))
     frontend = LogMelFrontend(
@@ -55,6 +58,7 @@ def compute_logmel(
         n_fft=n_fft,
         hop_length=hop_length,
         n_mels=n_mels,
+        f_min=min(f_min, sr / 2),
         f_max=min(fmax, sr / 2),
     )
     return frontend.log_mel(w[None])[0].cpu().numpy()
@@ -85,7 +89,9 @@ def waveform_and_logmel(
     dB, e.g. the CLAP extractor's ``input_features[0, 0]``; its frames are placed at
     ``hop_length / feature_sr`` s each (480 / 48 kHz = 10 ms). If None, :func:`compute_logmel`
     makes one at ``sr`` (frames of ``hop_length / sr`` s). Long waveforms are drawn as a min/max
-    envelope. ``axes``: an optional pair of axes to draw into."""
+    envelope. When ``logmel`` (the model's window) runs past the end of the clip, that part is
+    hatched in both panels: the repeat-padding the model sees, not the clip. ``axes``: an
+    optional pair of axes to draw into."""
     w = _mono(waveform)
     if logmel is None:
         mel = compute_logmel(w, sr, hop_length=hop_length)
@@ -128,6 +134,21 @@ def waveform_and_logmel(
     )
     ax_m.set_xlabel("time (s)")
     ax_m.set_ylabel("mel bin")
+    mel_end = mel.shape[0] * frame_s
+    if logmel is not None and mel_end > t_end + 2 * frame_s:  # the model window outlasts the clip
+        for ax in (ax_w, ax_m):
+            ax.axvspan(t_end, mel_end, facecolor="white", alpha=0.25, hatch="//", edgecolor="0.6")
+            ax.axvline(t_end, color="0.3", ls="--", lw=1)
+        ax_w.text(
+            (t_end + mel_end) / 2,
+            0.5,
+            f"clip ends at {t_end:.1f} s:\nrepeated (then silence)\nto fill the model's window",
+            transform=ax_w.get_xaxis_transform(),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="0.25",
+        )
     if cax is not None:
         fig.colorbar(im, cax=cax, label="dB")
     else:

@@ -16,12 +16,13 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .core import class_colors, display_name, fig_ax
+from .core import class_colors, display_name, fig_ax, place_labels
 
 __all__ = [
     "embedding_coords",
     "embedding_map",
     "query_map",
+    "pca_axis_labels",
     "query_maps",
     "TEXT_MARKERS",
 ]
@@ -47,6 +48,12 @@ def embedding_coords(
     (PCA init, seeded, perplexity ``min(30, (n - 1) / 3)`` for n points unless given; exact
     gradients up to 250 points, Barnes-Hut above), after a PCA to 50 dimensions when there are
     more. t-SNE of 2000 clips takes tens of seconds on 2 CPU cores."""
+    audio_xy, kept, text_xy, _ = _coords(audio_emb, text_embs, method, seed, perplexity)
+    return audio_xy, kept, text_xy
+
+
+def _coords(audio_emb, text_embs, method, seed, perplexity):
+    """:func:`embedding_coords` plus the PCA's explained variance ratios (2,) (None for t-SNE)."""
     from sklearn.decomposition import PCA
 
     audio = np.asarray(audio_emb, dtype=np.float64)
@@ -64,7 +71,9 @@ def embedding_coords(
     if method == "pca":
         if n < 2:
             raise ValueError("PCA needs at least 2 points")
-        xy = PCA(n_components=2, svd_solver="full", random_state=seed).fit_transform(X)
+        pca = PCA(n_components=2, svd_solver="full", random_state=seed)
+        xy = pca.fit_transform(X)
+        explained = pca.explained_variance_ratio_
     elif method == "tsne":
         from sklearn.manifold import TSNE
 
@@ -82,11 +91,21 @@ def embedding_coords(
             method="exact" if n <= 250 else "barnes_hut",
         )
         xy = tsne.fit_transform(X)
+        explained = None
     else:
         raise ValueError(f"method must be 'tsne' or 'pca', got {method!r}")
     sizes = np.cumsum([len(b) for b in blocks])
     parts = np.split(xy, sizes[:-1])
-    return parts[0], kept, dict(zip(names, parts[1:], strict=True))
+    return parts[0], kept, dict(zip(names, parts[1:], strict=True)), explained
+
+
+def pca_axis_labels(ax: Axes, explained: Any) -> None:
+    """Axis labels of a PCA map: ``PC1 (34 % of variance)``; no ticks (the units mean nothing)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if explained is not None:
+        ax.set_xlabel(f"PC1 ({100 * explained[0]:.0f} % of variance)", fontsize=8)
+        ax.set_ylabel(f"PC2 ({100 * explained[1]:.0f} % of variance)", fontsize=8)
 
 
 def embedding_map(
@@ -104,12 +123,13 @@ def embedding_map(
 
     audio_emb (N, D), labels (N,) int into ``classes``; ``text_embs`` e.g.
     ``{"label": T1, "sentence": T2}``, each (C, D), drawn with their own marker (star, X, plus,
-    ...) in the class colour with a black edge; the first set's points carry the class name, and
-    the points of one class in successive sets are joined by a grey line. Projection by
-    :func:`embedding_coords` (joint fit, NaN rows dropped, seeded). Expect the text points to sit
-    apart from the audio clusters (the modality gap). Legends sit outside the axes, on the
-    right (classes in columns of 28)."""
-    audio_xy, kept, text_xy = embedding_coords(audio_emb, text_embs, method, seed, perplexity)
+    ...) in the class colour with a black edge; the first set's points carry the class name
+    (placed so that no two names overlap), and the points of one class in successive sets are
+    joined by a grey line (in the legend as well). Projection by :func:`embedding_coords` (joint
+    fit, NaN rows dropped, seeded); a PCA map's axes give each component's share of the
+    variance. Expect the text points to sit apart from the audio clusters (the modality gap).
+    Legends sit outside the axes, on the right (classes in columns of 28)."""
+    audio_xy, kept, text_xy, explained = _coords(audio_emb, text_embs, method, seed, perplexity)
     y = np.asarray(labels)[kept]
     n_classes = len(classes)
     colours = class_colors(n_classes)
@@ -136,6 +156,9 @@ def embedding_map(
             for c in range(min(len(text_xy[n]) for n in names))
         ]
         ax.add_collection(LineCollection(segs, colors="0.5", linewidths=0.7, zorder=2))
+        handles.append(
+            Line2D([], [], color="0.5", lw=0.7, label=f"same class: {' to '.join(names)}")
+        )
     for i, name in enumerate(names):
         txy = text_xy[name]
         marker = TEXT_MARKERS[i % len(TEXT_MARKERS)]
@@ -161,16 +184,6 @@ def embedding_map(
                 label=f"text: {name}",
             )
         )
-        if i == 0:
-            for c, (px, py) in enumerate(txy[:n_classes]):
-                ax.annotate(
-                    display_name(classes[c]),
-                    (px, py),
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                    fontsize=7,
-                    zorder=4,
-                )
     # Both legends sit outside the axes on the right: classes at the top, text markers below.
     if handles:
         text_legend = ax.legend(
@@ -191,8 +204,19 @@ def embedding_map(
     ax.margins(0.08)
     ax.set_xticks([])
     ax.set_yticks([])
+    if method == "pca":
+        pca_axis_labels(ax, explained)
     label = "t-SNE" if method == "tsne" else "PCA"
     ax.set_title(title if title else f"{label} of audio embeddings (n={len(y)})")
+    if names:  # class names at the first text set's points, last: they need the final layout
+        first = text_xy[names[0]][:n_classes]
+        rest = [text_xy[n] for n in names[1:]]
+        place_labels(
+            ax,
+            first,
+            [display_name(classes[c]) for c in range(len(first))],
+            avoid=np.concatenate(rest) if rest else None,
+        )
     return fig
 
 
@@ -206,8 +230,10 @@ def query_map(
     figsize: tuple[float, float] = (7.0, 5.5),
 ) -> Figure:
     """Scatter of the collection on ``emap`` coloured by dataset, the hits (``hit_rows``) ringed
-    and labelled, the query as a black star at ``query_xy`` (2,). Without ``ax`` the figure is a
-    plain ``matplotlib.figure.Figure`` (not registered with pyplot, so nothing to close)."""
+    and labelled by rank and class (labels placed so that none overlaps another), the query as
+    a black star at ``query_xy`` (2,). A PCA map's axes give each component's share of the
+    variance. Without ``ax`` the figure is a plain ``matplotlib.figure.Figure`` (not registered
+    with pyplot, so nothing to close: what the web app's threads need)."""
     from matplotlib.figure import Figure
 
     if ax is None:
@@ -242,16 +268,6 @@ def query_map(
             label=f"top {len(hits)}",
             zorder=3,
         )
-        for rank, r in enumerate(hits[:5], 1):
-            ax.annotate(
-                f"{rank} {clips['label'].iloc[r]}",
-                xy[r],
-                xytext=(5, 4),
-                textcoords="offset points",
-                fontsize=7,
-                color="darkred",
-                zorder=4,
-            )
     if query_xy is not None:
         qx, qy = np.asarray(query_xy, dtype=float)
         ax.scatter(
@@ -267,9 +283,20 @@ def query_map(
         )
     ax.set_xticks([])
     ax.set_yticks([])
+    if emap.method == "pca":
+        pca_axis_labels(ax, getattr(emap, "explained", None))
     ax.margins(0.06)
     ax.set_title(f"{'t-SNE' if emap.method == 'tsne' else 'PCA'} map of {len(xy)} clips")
     ax.legend(loc="best", fontsize=7, framealpha=0.8)
+    if hits:
+        shown = hits[:5]
+        place_labels(
+            ax,
+            xy[shown],
+            [f"{rank} {clips['label'].iloc[r]}" for rank, r in enumerate(shown, 1)],
+            color="darkred",
+            avoid=None if query_xy is None else np.asarray(query_xy, dtype=float)[None],
+        )
     return fig
 
 
@@ -281,15 +308,18 @@ def query_maps(
     seed: int = 0,
 ) -> Figure:
     """One :func:`query_map` panel per method (fitted on ``index``) with a text query and its
-    top-k clips marked: a plain Figure, 6.5 in wide per panel."""
-    from matplotlib.figure import Figure
+    top-k clips marked: a pyplot figure (shown by a notebook like every other one), 6.5 in wide
+    per panel."""
+    import matplotlib.pyplot as plt
 
     from ..apps.search import EmbeddingMap
 
     q = index.embed_texts(query)[0]
     rows = index.search(q, k)["row"].tolist()
-    fig = Figure(figsize=(6.5 * len(methods), 5.5), layout="constrained")
-    for ax, method in zip(fig.subplots(1, len(methods), squeeze=False)[0], methods, strict=True):
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(6.5 * len(methods), 5.5), layout="constrained", squeeze=False
+    )
+    for ax, method in zip(axes[0], methods, strict=True):
         emap = EmbeddingMap.fit(index.embeddings, method, seed)
         query_map(emap, index.clips, emap.place(q), rows, f'"{query}"', ax=ax)
     return fig

@@ -118,12 +118,15 @@ def strategy_bars(
     ax: Axes | None = None,
     metrics: Sequence[str] | None = None,
     title: str | None = None,
+    chance: Mapping[str, float] | None = None,
 ) -> Figure:
     """Grouped bars comparing prompt strategies (03_augmented_labels, also 05_fma, 06).
 
     table: rows = strategies, columns include top1/top3/top5 (fractions) as given by
     ``zeroshot.results_table``; ``metrics`` defaults to the top-k / hit / mAP columns present.
-    Bars in percent with the value printed above each bar."""
+    Bars in percent with the value printed above each bar. ``chance``: ``{metric: fraction}``
+    (e.g. :func:`clap_helpers.evaluation.zeroshot.chance_levels`), a dotted line per metric in
+    its colour, in the legend."""
     metrics = list(metrics) if metrics is not None else _metric_cols(list(table.columns))
     if not metrics:
         raise ValueError("no metric columns (top1, top3, ...) in table")
@@ -143,7 +146,13 @@ def strategy_bars(
             fontsize=7,
             padding=1,
         )
-    ax.set_xticks(x, names, rotation=20 if max(map(len, names), default=0) > 10 else 0)
+        if chance and m in chance:
+            level = 100.0 * chance[m]
+            ax.axhline(level, color=colours[i], ls=":", lw=1.2, label=f"chance {m} ({level:.1f})")
+    if max(map(len, names), default=0) > 10:  # slanted, each label ending under its group
+        ax.set_xticks(x, names, rotation=20, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(x, names)
     ax.set_ylim(0, 108)
     ax.set_ylabel("%")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

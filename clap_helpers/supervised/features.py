@@ -1,7 +1,8 @@
 """Log-mel features for the supervised baselines, computed once and cached on disk.
 
 The CLAP log-mel front-end (:class:`clap_helpers.embedding.frontend.LogMelFrontend`,
-``rand_trunc``: 48 kHz, 1024-sample Hann window, hop 480 = 10 ms, 64 Slaney mel bands 0-14 kHz,
+``rand_trunc``: 48 kHz, 1024-sample Hann window, hop 480 = 10 ms, 64 Slaney mel bands 50 Hz-14 kHz
+as in the LAION checkpoints' parameter files,
 dB) on a **5 s** window with **zero padding** (``padding="pad"``): ESC-50 clips are exactly 5 s, so
 nothing is padded or cut; shorter clips (UrbanSound8K) keep silence after the sound instead of
 CLAP's repetitions; longer clips are centre-cropped. One clip -> (1, 501, 64) float32. Features are
@@ -24,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.audio import CLAP_SAMPLE_RATE, AudioError, load_audio
+from ..diagnostics import ClapWarning, bars_off
 from ..embedding.cache import EmbeddingStore, default_cache_dir, file_key
-from ..embedding.frontend import LogMelFrontend, batch_from_list
+from ..embedding.frontend import CHECKPOINT_F_MIN, LogMelFrontend, batch_from_list
 
 __all__ = [
     "FEATURE_VERSION",
@@ -41,14 +43,20 @@ FEATURE_VERSION = 1
 """Bump when the feature code changes its output: old cache entries then land elsewhere."""
 
 
-class FeatureWarning(UserWarning):
+class FeatureWarning(ClapWarning):
     """An audio file could not be decoded; it is skipped (its feature row is NaN, ok=False)."""
 
 
 def make_frontend(max_length_s: float = 5.0, padding: str = "pad") -> LogMelFrontend:
-    """The CLAP ``rand_trunc`` log-mel front-end on a ``max_length_s`` window (48 kHz input):
+    """The CLAP ``rand_trunc`` log-mel front-end of the unfused checkpoints (f_min 50 Hz) on a
+    ``max_length_s`` window (48 kHz input):
     (B, T) waveforms -> (B, 1, 1 + max_length_s * 100, 64) dB (501 frames for 5 s)."""
-    return LogMelFrontend(truncation="rand_trunc", max_length_s=max_length_s, padding=padding)
+    return LogMelFrontend(
+        truncation="rand_trunc",
+        max_length_s=max_length_s,
+        padding=padding,
+        f_min=CHECKPOINT_F_MIN,
+    )
 
 
 def feature_settings(frontend: LogMelFrontend) -> dict:
@@ -154,7 +162,7 @@ def logmel_features(
         initial=n_cached,
         desc="log-mel features",
         unit="clip",
-        disable=not progress,
+        disable=bars_off(progress),
         delay=2.0,
     )
     try:

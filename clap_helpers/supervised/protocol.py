@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..diagnostics import bars_off
 from ..evaluation.results import load_results, read_accuracy
 from .augment import SpecAugment
 from .features import LogMelSet
@@ -117,6 +118,7 @@ def train_folds(
         val_fraction: class-stratified share of the training folds held out for validation.
         run_dir: folder for ``<model>/fold<k>/metrics.csv`` (+ TensorBoard events when
             available) and ``best.pt`` (:func:`load_model`); None writes nothing.
+        progress: one tqdm bar for the whole run (every batch of every epoch of every fold).
 
     Returns:
         dict: ``model``, ``folds``; ``per_fold`` DataFrame (fold, n_train, n_val, n_test,
@@ -156,6 +158,7 @@ def train_folds(
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     per_fold, histories, checkpoints = [], [], {}
     device_used = precision_used = None
+    splits = {}
     for fold in tested:
         test = ok & (fold_all == fold)
         pool = np.flatnonzero(ok & (fold_all != fold))
@@ -165,6 +168,12 @@ def train_folds(
             raise ValueError(
                 f"fold {fold!r}: {train_idx.size} training, {test_idx.size} test clips"
             )
+        splits[fold] = train_idx, val_idx, test_idx
+    from tqdm.auto import tqdm
+
+    batches = sum(epochs * math.ceil(s[0].size / cfg.batch_size) for s in splits.values())
+    bar = tqdm(total=batches, desc=model, unit="batch", disable=bars_off(progress))
+    for fold, (train_idx, val_idx, test_idx) in splits.items():
         x_train = x_t[train_idx]
         torch.manual_seed(seed)
         net = build_model(model, n_classes, **(model_kwargs or {}))
@@ -196,7 +205,8 @@ def train_folds(
             checkpoint_path=ckpt,
             checkpoint_meta=meta,
             log_extra={"model": model, "fold": _plain(fold)},
-            desc=f"{model} fold {fold}",
+            desc=f"fold {fold}",
+            bar=bar,
         )
         device_used, precision_used = result.device, result.precision
         eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
@@ -220,6 +230,7 @@ def train_folds(
         if ckpt is not None:
             checkpoints[_plain(fold)] = str(ckpt)
         del x_train, net, result
+    bar.close()
     table = pd.DataFrame(per_fold)
     acc = table["test_accuracy"].to_numpy()
     return {

@@ -8,8 +8,8 @@ spectrograms and the fold protocol):
 - :func:`fit`: AdamW, linear warm-up + cosine learning-rate schedule stepped per batch, mixed
   precision on CUDA (bf16 autocast, or fp16 autocast + ``GradScaler``), optional train-time
   augmentation, per-epoch metrics on the training batches and on every evaluation split, logged
-  to a CSV file (always) and to TensorBoard (when ``tensorboard`` is installed), a tqdm progress
-  bar per epoch, and the weights with the lowest validation loss kept (in memory and on disk);
+  to a CSV file (always) and to TensorBoard (when ``tensorboard`` is installed), one tqdm progress
+  bar per call (or the caller's, shared by several calls), and the weights with the lowest validation loss kept (in memory and on disk);
 - :func:`save_checkpoint` / :func:`load_checkpoint`: atomic ``torch.save`` of weights + metadata.
 
 Reproducibility: :func:`fit` seeds torch's global RNG (dropout) with ``config.seed``, shuffles
@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..diagnostics import bars_off
 from ..embedding.devices import resolve_device, resolve_precision
 
 __all__ = [
@@ -111,7 +112,7 @@ class TrainConfig:
     ``min_lr_ratio * lr`` at the last step; label_smoothing of the cross-entropy; grad_clip: max
     global gradient norm (None: no clipping); seed; device (``"auto"``: CUDA, MPS, CPU);
     precision (``"auto"``: bf16 on CUDA with bf16, fp16 on older CUDA GPUs, fp32 elsewhere; or
-    ``"fp32"``, ``"bf16"``, ``"fp16"``); progress: tqdm bar per epoch.
+    ``"fp32"``, ``"bf16"``, ``"fp16"``); progress: one tqdm bar (batches) for the whole run.
     """
 
     epochs: int = 30
@@ -349,6 +350,7 @@ def fit(
     checkpoint_meta: Mapping[str, Any] | None = None,
     log_extra: Mapping[str, Any] | None = None,
     desc: str = "",
+    bar: Any = None,
 ) -> FitResult:
     """Train ``model`` with cross-entropy on ``train`` = (x (N, ...) float32, y (N,) int64).
 
@@ -359,6 +361,10 @@ def fit(
     and ``val_loss``); they are loaded back into ``model`` at the end. ``evals`` splits are only
     reported, never used for selection. Tensors may live on the CPU; batches are moved to the
     device. ``log_extra`` items (e.g. fold, model name) are prepended to every log row.
+
+    Progress: one bar over all batches of all epochs (``desc``, the epoch and the loss as its
+    postfix); ``bar``: an open tqdm bar to advance instead (shared by the folds of one run, see
+    :func:`clap_helpers.supervised.train_folds`), left open.
     """
     cfg = config or TrainConfig()
     x_train, y_train = train
@@ -367,7 +373,7 @@ def fit(
     if n == 0:
         raise ValueError("no training data")
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, training=True)
     eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
     splits = dict(evals or {})
     if val is not None and len(val[1]) > 0:
@@ -391,6 +397,14 @@ def fit(
 
     best_state, best_epoch, best_loss = None, 0, math.inf
     rows = []
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(
+            total=cfg.epochs * steps,
+            desc=desc or None,
+            unit="batch",
+            disable=bars_off(cfg.progress),
+        )
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -400,14 +414,7 @@ def fit(
             order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(n))
             loss_sum, preds = 0.0, []
             lr = optimizer.param_groups[0]["lr"]
-            bar = tqdm(
-                range(steps),
-                desc=f"{desc} epoch {epoch}/{cfg.epochs}".strip(),
-                unit="batch",
-                leave=False,
-                disable=not cfg.progress,
-            )
-            for step in bar:
+            for step in range(steps):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 xb = x_train[idx].to(device, non_blocking=True)
                 yb = y_train[idx].to(device, non_blocking=True)
@@ -427,8 +434,11 @@ def fit(
                 scheduler.step()
                 loss_sum += float(loss.detach()) * len(idx)
                 preds.append(logits.detach().argmax(dim=1).cpu())
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            bar.close()
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"{desc} epoch {epoch}/{cfg.epochs} loss {float(loss.detach()):.3f}".strip(),
+                    refresh=False,
+                )
 
             row: dict[str, Any] = {**(log_extra or {}), "epoch": epoch, "lr": lr}
             row["train_loss"] = loss_sum / n
@@ -455,6 +465,8 @@ def fit(
             logger.log(row)
     finally:
         logger.close()
+        if own_bar:
+            bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -291,3 +291,34 @@ def test_queries_are_cached(fixture_index, monkeypatch):
     monkeypatch.setattr(index.encoder.model, "get_text_features", fail)
     again = index.search_text("water dripping into a bucket", k=3)
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_pca_query_map_names_the_variance_and_ranks_the_hits(toy_index):
+    pca = search.EmbeddingMap.fit(toy_index.embeddings, "pca")
+    assert pca.explained.shape == (2,) and 0 < pca.explained.sum() <= 1 + 1e-9
+    assert search.EmbeddingMap("tsne", pca.xy, toy_index.embeddings).explained is None
+    fig = plots.query_map(pca, toy_index.clips, pca.place(unit(0)[0]), [0, 3], "a dog")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("PC1 (") and "% of variance" in ax.get_ylabel()
+    labels = [t.get_text() for t in ax.texts]
+    assert labels[0].startswith("1 ") and labels[1].startswith("2 ")
+
+
+def test_results_text_names_files_not_paths(toy_index):
+    path = toy_index.clips["path"].iloc[0]
+    ranking = pd.DataFrame({"query": [path], "rank": [1], "text": ["a dog"], "score": [0.12345]})
+    shown = search.results_text(ranking)
+    assert list(shown.columns) == ["query", "rank", "text", "score"]
+    assert shown["query"].iloc[0] == Path(path).name and shown["score"].iloc[0] == 0.123
+    assert search.results_text(ranking.assign(query="a/b text"))["query"].iloc[0] == "a/b text"
+
+
+def test_query_maps_is_a_pyplot_figure_a_notebook_shows(toy_index):
+    import matplotlib.pyplot as plt
+
+    fig = plots.query_maps(toy_index, "a dog", k=2, methods=("pca",))
+    try:
+        assert plt.fignum_exists(fig.number)  # a bare Figure() shows as "<Figure ...>" text
+        assert fig.axes[0].get_legend() is not None
+    finally:
+        plt.close(fig)

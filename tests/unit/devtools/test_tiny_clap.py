@@ -124,7 +124,7 @@ def test_config_matches_real_front_end(unfused, fused):
             1024,
             480,
         )
-        assert (fe.max_length_s, fe.frequency_min, fe.frequency_max) == (10, 0, 14_000)
+        assert (fe.max_length_s, fe.frequency_min, fe.frequency_max) == (10, 50, 14_000)
         assert fe.padding == "repeatpad"
         assert fe.truncation == ("fusion" if is_fused else "rand_trunc")
 

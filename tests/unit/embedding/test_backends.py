@@ -74,14 +74,14 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("weights", [True, False], ids=["bf16-weights", "bf16-autocast"])
 def test_torch_bf16_stays_close_to_fp32(torch_fp32, weights):
     feats = torch_fp32._probe_features()
-    ref = TorchBackend(torch_fp32.tower, torch.device("cpu"), "fp32")(*feats)
-    low = TorchBackend(torch_fp32.tower, torch.device("cpu"), "bf16", weights=weights)
+    ref = TorchBackend(torch_fp32.family.audio_tower, torch.device("cpu"), "fp32")(*feats)
+    low = TorchBackend(torch_fp32.family.audio_tower, torch.device("cpu"), "bf16", weights=weights)
     assert low.mode == ("weights" if weights else "autocast")
     emb = low(*feats)
     assert emb.dtype == torch.float32 and emb.shape == ref.shape
     assert torch.nn.functional.cosine_similarity(emb, ref).min() > 0.99
     # the bf16 copy leaves the encoder's fp32 weights alone
-    assert next(torch_fp32.tower.parameters()).dtype == torch.float32
+    assert next(torch_fp32.family.audio_tower.parameters()).dtype == torch.float32
 
 
 def test_torch_backend_names_itself(torch_fp32):
@@ -110,13 +110,16 @@ def test_default_backend_follows_the_environment(monkeypatch):
     assert backends.default_backend() == "auto"
 
 
-def test_openvino_is_not_tried_on_gpus_fp16_or_fused_towers(torch_fp32, tiny_clap_fused):
-    tower = torch_fp32.tower
-    assert "CPUs" in backends._openvino_obstacle(tower, torch.device("cuda"), "bf16")
-    assert "fp16" in backends._openvino_obstacle(tower, torch.device("cpu"), "fp16")
-    assert backends._openvino_obstacle(tower, torch.device("cpu"), "fp32") is None
-    fused = load_clap(tiny_clap_fused, "cpu", "fp32", backend="torch", cache_dir=False)
-    assert "fused" in backends._openvino_obstacle(fused.tower, torch.device("cpu"), "fp32")
+def test_openvino_is_not_tried_on_gpus_fp16_or_fused_towers(tiny_clap_fused):
+    obstacle, cpu = backends._openvino_obstacle, torch.device("cpu")
+    assert "CPUs" in obstacle(torch.device("cuda"), "bf16", False, True)
+    assert "fp16" in obstacle(cpu, "fp16", False, True)
+    assert obstacle(cpu, "fp32", False, True) is None
+    assert "not exported" in obstacle(cpu, "fp32", False, False)
+    fused = load_clap(
+        tiny_clap_fused, "cpu", "fp32", backend="torch", window="average", cache_dir=False
+    )
+    assert "fused" in obstacle(cpu, "fp32", fused.fused, fused.family.openvino)
 
 
 # -- OpenVINO -------------------------------------------------------------------------------
@@ -257,3 +260,74 @@ def test_auto_falls_back_when_openvino_is_missing(tiny_clap, monkeypatch, tmp_pa
     assert enc.backend.name == "torch"
     with pytest.raises(BackendUnavailable, match="not installed"):
         load_clap(tiny_clap, "cpu", "fp32", backend="openvino", cache_dir=cache)
+
+
+# -- other model families -----------------------------------------------------------------------
+
+
+def _family_fixture(name, tmp_path_factory):
+    """(checkpoint, loader options) of a tiny fixture of family ``name``."""
+    from clap_helpers.devtools import fixtures
+
+    folder = tmp_path_factory.mktemp(name)
+    if name.startswith("msclap"):
+        ckpt, text = fixtures.make_tiny_msclap(folder, name)
+        return ckpt, {"text_model": text}
+    maker = {"m2d-clap": fixtures.make_tiny_m2d, "audioclip": fixtures.make_tiny_audioclip}
+    return maker[name](folder)[0], {}
+
+
+def _mixed_waveforms(rate: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)  # shorter and longer than a window: padded rows, windows
+    return [0.1 * rng.standard_normal(int(rate * s)).astype(np.float32) for s in (1.3, 4, 12, 0.5)]
+
+
+@needs_openvino
+@pytest.mark.parametrize("name", ["msclap-2022", "msclap-2023", "audioclip"])
+def test_families_that_export_match_eager_pytorch(name, tmp_path_factory):
+    ckpt, opts = _family_fixture(name, tmp_path_factory)
+    kw = {"cache_dir": False, "num_workers": 0, **opts}
+    eager = load_clap(ckpt, "cpu", "fp32", backend="torch", **kw)
+    ov = load_clap(ckpt, "cpu", "fp32", backend="openvino", **kw)
+    assert ov.family.openvino and ov.backend.name == "openvino"
+    waves = _mixed_waveforms(eager.sample_rate)
+    ref = eager.embed_waveforms(waves, batch_size=4)
+    assert min_cosine(ov.embed_waveforms(waves, batch_size=4), ref) > 0.9999
+
+
+@pytest.mark.parametrize("name", ["pe-audio", "m2d-clap"])
+def test_families_that_do_not_export_run_pytorch_quietly(name, request, tmp_path_factory):
+    if name == "pe-audio":
+        ckpt, opts = request.getfixturevalue("tiny_pe_audio"), {}
+    else:
+        ckpt, opts = _family_fixture(name, tmp_path_factory)
+    kw = {"cache_dir": False, "num_workers": 0, **opts}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendWarning)
+        enc = load_clap(ckpt, "cpu", "fp32", backend="auto", **kw)
+    assert not enc.family.openvino and enc.backend.name == "torch"
+    with pytest.raises(BackendUnavailable, match="not exported"):
+        load_clap(ckpt, "cpu", "fp32", backend="openvino", **kw)
+
+
+@needs_openvino
+def test_openvino_refuses_inputs_of_another_shape(ov_fp32):
+    (feats, *rest) = ov_fp32._probe_features()
+    with pytest.raises(ValueError, match="compiled for inputs"):
+        ov_fp32.backend(feats[..., :-8], *rest)
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False], ids=["fast-bf16-cpu", "other-cpu"])
+def test_bf16_weights_that_drift_fall_back_to_autocast(fast_bf16, tmp_path_factory, monkeypatch):
+    """Tiny AudioCLIP drifts with bf16 weights (cosine ~0.94): autocast is used on every CPU."""
+    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: fast_bf16)
+    ckpt, opts = _family_fixture("audioclip", tmp_path_factory)
+    enc = load_clap(ckpt, "cpu", "fp32", backend="torch", cache_dir=False, num_workers=0)
+    feats = enc._probe_features()
+    tower, cpu = enc.family.audio_tower, torch.device("cpu")
+    ref = TorchBackend(tower, cpu, "fp32")(*feats)
+    weights = TorchBackend(tower, cpu, "bf16", weights=True)
+    assert backends._cosine(weights(*feats), ref) < backends.MIN_COSINE_TORCH
+    chosen = backends.torch_backend(tower, cpu, "bf16", feats, ref)
+    assert chosen.mode == "autocast" and chosen.cosine > 0.99
+    assert enc.precision_check("bf16") == chosen.cosine

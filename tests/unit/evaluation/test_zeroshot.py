@@ -215,3 +215,15 @@ def test_topk_confusion_matrix(toy):
         assert m.trace() / len(labels) == pytest.approx(zs.topk_accuracy(s, labels, k))
     top1 = zs.confusion_matrix(labels, s.argmax(axis=1), len(text))
     np.testing.assert_array_equal(zs.topk_confusion_matrix(s, labels, 1), top1)
+
+
+def test_useful_ks_chance_and_the_summary_line():
+    assert zs.useful_ks((1, 3, 5), 4) == (1, 3)
+    assert zs.useful_ks((1, 3, 5), 50) == (1, 3, 5)
+    assert zs.useful_ks((1, 3), 2) == (1,)
+    assert zs.chance_levels((1, 3), 8) == {"top1": 0.125, "top3": 0.375}
+    assert zs.chance_levels((1, 5), 4)["top5"] == 1.0
+    line = zs.topk_line({"top3": 0.66, "top1": 0.16, "n": 50, "n_failed": 0, "per_class": []})
+    assert line == "top-1 16.0 %  top-3 66.0 %  on 50 clips (0 failed)"
+    hit = {"top1_hit": 0.5, "top1": 0.1, "n": 4, "n_failed": 1}
+    assert zs.topk_line(hit, hit=True) == "top-1 hit 50.0 %  on 4 clips (1 failed)"

@@ -194,3 +194,88 @@ def test_nothing_shown(monkeypatch, toy):
     plots.confusion_matrix(np.eye(6), classes)
     plots.embedding_map(audio, labels, classes, method="pca")
     plots.strategy_bars(pd.DataFrame({"top1": [0.5]}, index=["x"]))
+
+
+# ------------------------------------------------------------------------- what a student sees
+def test_model_name_keeps_machine_paths_out_of_titles():
+    assert plots.model_name("laion/clap-htsat-unfused") == "clap-htsat-unfused"
+    assert plots.model_name("/tmp/pytest-of-root/x/build/demo/tiny-clap/") == "tiny-clap"
+    assert plots.model_name("tiny-clap") == "tiny-clap"
+
+
+def test_save_marks_demo_figures_once(tmp_path, monkeypatch):
+    fig, ax = plt.subplots()
+    ax.set_title("ESC-50 zero-shot")
+    plots.save(fig, tmp_path / "plain.png", close=False)
+    assert ax.get_title() == "ESC-50 zero-shot"
+    monkeypatch.setenv("CLAP_HELPERS_DEMO", "1")
+    plots.save(fig, tmp_path / "a.png", close=False)
+    plots.save(fig, tmp_path / "b.png")
+    assert ax.get_title() == "demo · ESC-50 zero-shot"
+    grid, axes = plt.subplots(1, 2)
+    grid.suptitle("FMA-small")
+    plots.save(grid, tmp_path / "c.png")
+    assert grid.get_suptitle() == "demo · FMA-small"
+    untitled, _ = plt.subplots(1, 2)
+    plots.save(untitled, tmp_path / "d.png")
+    assert untitled.get_suptitle().startswith("demo")
+
+
+def _boxes(fig, texts):
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+def test_labels_of_coinciding_points_do_not_overlap():
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+    rng = np.random.default_rng(0)
+    ax.scatter(*rng.normal(size=(2, 40)))
+    xy = np.array([[0.0, 0.0], [0.01, 0.0], [0.0, 0.01], [0.5, 0.5], [0.5, 0.5]])
+    names = ["siren", "rain", "car horn", "dog bark", "clock tick"]
+    texts = plots.place_labels(ax, xy, names)
+    fig.canvas.draw()
+    assert [t.get_text() for t in texts] == names
+    boxes = _boxes(fig, texts)
+    for i in range(len(boxes)):
+        for j in range(i):
+            assert not boxes[i].overlaps(boxes[j]), (names[i], names[j])
+    frame = ax.get_window_extent()
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
+
+
+def test_embedding_map_pca_axes_legend_and_readable_labels(toy):
+    audio, labels, text, classes = toy
+    texts = {"label": text, "sentence": text + 0.01}  # text points nearly on top of each other
+    fig = plots.embedding_map(audio, labels, classes, texts, method="pca", seed=0)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("PC1 (") and ax.get_ylabel().endswith("% of variance)")
+    legend_texts = [
+        t.get_text() for legend in ax.findobj(matplotlib.legend.Legend) for t in legend.get_texts()
+    ]
+    assert "same class: label to sentence" in legend_texts
+    fig.canvas.draw()
+    boxes = _boxes(fig, ax.texts)
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(len(boxes)) for j in range(i))
+    tsne = plots.embedding_map(audio, labels, classes, texts, method="tsne", seed=0)
+    assert tsne.axes[0].get_xlabel() == ""
+
+
+def test_waveform_marks_the_repeat_padding():
+    sr = 48000
+    wave = np.sin(2 * np.pi * 440 * np.arange(5 * sr) / sr).astype(np.float32)
+    fig = plots.waveform_and_logmel(wave, sr, np.zeros((1001, 64)))
+    ax_w, ax_m = fig.axes[0], fig.axes[1]
+    spans = [p for p in ax_m.patches if p.get_hatch() == "//"]
+    assert len(spans) == 1 and any("repeated" in t.get_text() for t in ax_w.texts)
+    assert spans[0].get_x() == pytest.approx(5.0)  # from the end of the clip to the window's end
+    whole = plots.waveform_and_logmel(wave, sr, np.zeros((500, 64)))  # fills its window
+    assert not [p for p in whole.axes[1].patches if p.get_hatch() == "//"]
+
+
+def test_strategy_bars_draw_chance():
+    table = pd.DataFrame({"top1": [0.3, 0.4], "top3": [0.7, 0.8]}, index=["a", "b"])
+    fig = plots.strategy_bars(table, chance=zs.chance_levels((1, 3), 8))
+    ax = fig.axes[0]
+    levels = sorted(line.get_ydata()[0] for line in ax.get_lines())
+    assert levels == pytest.approx([12.5, 37.5])
+    assert "chance top1 (12.5)" in [t.get_text() for t in ax.get_legend().get_texts()]

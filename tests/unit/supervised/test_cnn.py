@@ -314,6 +314,32 @@ def test_train_folds_end_to_end(tmp_path):
     assert table.loc[0, "accuracy"] == pytest.approx(run["mean"])
 
 
+def test_one_progress_bar_per_run_not_per_fold_or_epoch(monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            self.total, self.n, self.closed = kwargs.get("total"), 0, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix_str(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    x, y, folds = _toy_dataset()
+    supervised.train_folds(x, y, folds, model="cnn4", test_folds="all", epochs=2, batch_size=8)
+    assert len(bars) == 1  # 2 folds x 2 epochs, one bar
+    assert bars[0].closed and bars[0].n == bars[0].total == 2 * 2 * 2  # 9 clips: 2 batches
+
+
 def test_train_folds_skips_failed_rows_and_checks_folds():
     x, y, folds = _toy_dataset()
     feats = supervised.LogMelSet(x=x.copy(), ok=np.ones(len(y), dtype=bool))

@@ -1,0 +1,125 @@
+"""Tests for clap_helpers.embedding.families.pe_audio: detection, the long-clip policy (10 s
+windows averaged, configurable), batch independence and the front-end's padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.embedding.families import detect_family
+from clap_helpers.embedding.families.pe_audio import HOP, _pad_to_hop
+
+SR = 48_000
+
+
+@pytest.fixture(scope="module")
+def pe(tiny_pe_audio):
+    return load_clap(tiny_pe_audio, "cpu", "fp32", cache_dir=False, num_workers=0)
+
+
+def _sound(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f = rng.uniform(200, 4000)
+    tone = 0.3 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * rng.uniform(0.5, 3) * t))
+    return (tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_pe_audio_checkpoints_are_recognised(tiny_pe_audio, pe):
+    assert detect_family(str(tiny_pe_audio)) == "pe-audio"
+    assert pe.family.name == "pe-audio" and pe.dim == 64 and pe.sample_rate == SR
+    assert pe.window == "average" and pe.family.window_samples == 10 * SR
+    assert "10 s averaged" in repr(pe.family)
+    ns = pe.audio_namespace()
+    assert ns["family"] == "pe-audio" and ns["frontend"]["window_s"] == 10.0
+    assert pe.logit_scale == pytest.approx(10.0)
+
+
+def test_long_clip_is_the_mean_of_consecutive_10s_windows(pe):
+    x = np.concatenate([_sound(10, 1), _sound(10, 2), _sound(5, 3)])  # 25 s
+    whole = pe.embed_waveforms([x])[0]
+    parts = pe.embed_waveforms([x[: 10 * SR], x[10 * SR : 20 * SR], x[20 * SR :]])
+    expected = parts.sum(0) / np.linalg.norm(parts.sum(0))
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    assert not np.allclose(whole, parts[0], atol=1e-3)
+    # a tail shorter than 1 s after a full window is dropped
+    y = np.concatenate([x[: 10 * SR], _sound(0.5, 4)])
+    np.testing.assert_allclose(pe.embed_waveforms([y])[0], parts[0], atol=1e-5)
+
+
+def test_window_first_and_window_seconds(tiny_pe_audio, pe):
+    x = np.concatenate([_sound(10, 5), _sound(10, 6)])
+    first = load_clap(tiny_pe_audio, "cpu", "fp32", window="first", cache_dir=False)
+    np.testing.assert_allclose(
+        first.embed_waveforms([x])[0], pe.embed_waveforms([x[: 10 * SR]])[0], atol=1e-5
+    )
+    long = load_clap(tiny_pe_audio, "cpu", "fp32", window_seconds=30, cache_dir=False)
+    assert long.family.window_samples == 30 * SR
+    assert long.audio_namespace() != pe.audio_namespace()
+    native = long.embed_waveforms([x])[0]  # one 20 s pass, not two windows
+    assert not np.allclose(native, pe.embed_waveforms([x])[0], atol=1e-3)
+    with pytest.raises(ValueError, match="fusion"):
+        load_clap(tiny_pe_audio, "cpu", "fp32", window="fusion", cache_dir=False)
+
+
+def test_a_clip_embeds_the_same_alone_and_in_a_batch_of_other_lengths(pe):
+    clips = [_sound(s, i) for i, s in enumerate((3.0, 0.7, 4.01, 3.0, 0.02))]
+    together = pe.embed_waveforms(clips, batch_size=8)
+    alone = np.concatenate([pe.embed_waveforms([c]) for c in clips])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert (together @ together.T)[np.triu_indices(5, 1)].min() < 0.99
+
+
+def test_front_end_reflect_pads_to_the_hop_like_the_extractor(pe):
+    from transformers import PeAudioFeatureExtractor
+
+    fe = PeAudioFeatureExtractor()
+    for n in (HOP, HOP + 7, 3 * HOP - 1, 500):
+        x = torch.from_numpy(_sound(n / SR, n))
+        ref = fe(x.numpy(), sampling_rate=SR, return_tensors="pt")["input_values"][0, 0]
+        np.testing.assert_allclose(_pad_to_hop(x, HOP).numpy(), ref.numpy(), atol=0)
+    values, mask = pe.family.features(torch.zeros(2, HOP + 10), torch.tensor([HOP + 10, 100]))
+    assert values.shape == (2, 1, 2 * HOP) and mask.sum(1).tolist() == [2 * HOP, HOP]
+
+
+def test_embed_audio_files_with_cache_and_bad_file(tiny_pe_audio, data_root, tmp_path):
+    from clap_helpers.data.loaders import load
+
+    clips, _ = load("esc50", data_root)
+    paths = list(clips["path"][:4])
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    enc = load_clap(tiny_pe_audio, "cpu", "fp32", cache_dir=tmp_path / "c", num_workers=0)
+    with pytest.warns(UserWarning, match="bad.wav"):
+        emb = enc.embed_audio([*paths, bad], progress=False)
+    assert np.isnan(emb[-1]).all() and np.allclose(np.linalg.norm(emb[:-1], axis=1), 1, atol=1e-5)
+    again = load_clap(tiny_pe_audio, "cpu", "fp32", cache_dir=tmp_path / "c", num_workers=0)
+    again._audio_forward = None  # a cache hit never calls the model
+    np.testing.assert_array_equal(again.embed_audio(paths, progress=False), emb[:-1])
+
+
+def test_loads_from_the_offline_hub_cache(tiny_pe_audio, tmp_path, monkeypatch):
+    """A hub id of the PE family in the HF cache loads offline like the LAION ones."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    commit = "c" * 40
+    repo = hub / "models--facebook--fake-pe"
+    shutil.copytree(tiny_pe_audio, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    enc = load_clap("facebook/fake-pe", "cpu", "fp32", cache_dir=False)
+    assert enc.family.name == "pe-audio" and enc.revision == commit
+    assert enc.embed_text(["a dog barking"]).shape == (1, 64)
+
+
+def test_reduced_precision_audio_is_checked_like_laion(pe, min_cosine_to_fp32):
+    """precision='auto' checks the family's audio tower on the probe clip, as for LAION-CLAP."""
+    assert pe.precision_check("bf16") > min_cosine_to_fp32("bf16")
