@@ -738,6 +738,7 @@ def measure(plan: dict) -> dict:
     import transformers
     from transformers import ClapProcessor
 
+    from clap_helpers.embedding.backends import BackendUnavailable
     from clap_helpers.embedding.devices import resolve_device
 
     args = argparse.Namespace(**plan["args"])
@@ -819,8 +820,15 @@ def measure(plan: dict) -> dict:
     res["decode_ms_per_clip_serial"] = decode_cost(paths)
     res["backends"][first]["pipeline"] = res["pipeline"]
     embs = {first: emb}
+    used = [first]  # backends that could run this model (e.g. PE-Audio: no OpenVINO)
     for name in others:
-        enc_b, res["backends"][name] = load_backend(plan, args, device, name, models)
+        try:
+            enc_b, res["backends"][name] = load_backend(plan, args, device, name, models)
+        except BackendUnavailable as exc:
+            log(f"backend {name} skipped: {exc}")
+            res.setdefault("unavailable_backends", {})[name] = str(exc)
+            continue
+        used.append(name)
         log(f"pipeline, backend {name} ({enc_b.backend!r}): {len(paths)} clips")
         work = Path(tempfile.mkdtemp(prefix="bench-embedding-cache-", dir=plan["scratch"]))
         try:
@@ -832,12 +840,12 @@ def measure(plan: dict) -> dict:
             shutil.rmtree(work, ignore_errors=True)
         res["backends"][name]["encoder"] = enc_b
     log("forward-only variants (eager fp32, eager bf16, each backend)")
-    extra = {n: res["backends"][n].pop("encoder", enc).backend for n in args.backends}
+    extra = {n: res["backends"][n].pop("encoder", enc).backend for n in used}
     res["variants"] = forward_variants(enc, paths, model_batch, n_floor, device, extra)
     if args.parallel > 1 and device.type == "cpu":
         res["parallel"] = {
             n: run_parallel(plan, args, res["backends"][n], models, model_batch, args.parallel)
-            for n in args.backends
+            for n in used
         }
     shutil.rmtree(models, ignore_errors=True)
 
@@ -967,6 +975,8 @@ def backend_report(res: dict) -> list[str]:
             f"  processes vs threads, {name}: {one} {p[one]:.2f} clips/s, {many} {p[many]:.2f} "
             f"clips/s ({p['ratio']:.2f}x); bit-identical: {p['bit_identical']}"
         )
+    for name, why in res.get("unavailable_backends", {}).items():
+        lines.append(f"  backend {name} not measured: {why}")
     return lines
 
 
