@@ -116,6 +116,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--backends",
+        type=lambda t: [b.strip() for b in t.split(",") if b.strip()],
+        default=["torch", "openvino"],
+        metavar="B1,B2",
+        help="backends of the pipeline (torch, openvino, auto); the first gets the full report "
+        "(small, probed big and cached runs), the others a big run and a forward-only floor",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also compare N model processes x 1 thread with 1 process x N threads (forward "
+        "only, each backend; checks the embeddings are bit-identical)",
+    )
     p.add_argument("--workers", type=int, default=None, help="decode workers (engine default)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of each synthetic clip")
@@ -134,6 +150,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "4 GiB (big tensors stay in the heap instead of being unmapped and faulted in again)",
     )
     p.add_argument("--json", default=None, help="write every number to this JSON file")
+    p.add_argument("--report", default=None, help="only print the report of this --json file")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: plan file
     args = p.parse_args(argv)
     for name in ("clips", "naive_clips", "small", "batch_size"):
@@ -382,6 +399,19 @@ class Usage:
         }
 
 
+class _Timed:
+    """A backend whose calls go through ``timed``; its attributes are the backend's."""
+
+    def __init__(self, inner, timed):
+        self._inner, self._timed = inner, timed
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, *feats):
+        return self._timed(*feats)
+
+
 @contextmanager
 def probed(enc):
     """Time ``enc``'s front-end, model, per-batch work and cache calls during the block."""
@@ -389,16 +419,18 @@ def probed(enc):
 
     probe = Probe(enc.device)
     enc._embed_decoded = probe.wrap("batch", enc._embed_decoded)
-    family, tower = enc.family, enc.family.audio_tower  # any model family
+    family = enc.family  # any model family
     family.features = probe.wrap("frontend", family.features)
-    tower.forward = probe.wrap("model", tower.forward)
+    backend = enc.backend  # any backend (OpenVINO never calls the tower's forward)
+    enc.backend = _Timed(backend, probe.wrap("model", backend))
     originals = {name: getattr(EmbeddingStore, name) for name in ("lookup", "add", "flush")}
     for name, fn in originals.items():
         setattr(EmbeddingStore, name, probe.wrap(f"cache_{name}", fn))
     try:
         yield probe
     finally:
-        del enc._embed_decoded, family.features, tower.forward
+        del enc._embed_decoded, family.features
+        enc.backend = backend
         for name, fn in originals.items():
             setattr(EmbeddingStore, name, fn)
 
@@ -516,35 +548,39 @@ def run_naive_family(enc, paths, device) -> tuple[dict, np.ndarray]:
     return {**stats, **used}, np.stack(rows)
 
 
-def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
-    """Model only (as in ``_audio_forward`` after the front-end) on features made beforehand."""
-    import torch
-    import torch.nn.functional as F
-
-    from clap_helpers.data.audio import CLAP_SAMPLE_RATE, load_audio
+def floor_features(enc, paths, batch_size):
+    """The audio tower's inputs (any model family) for one batch of ``batch_size`` clips, and
+    the front-end's time for it."""
+    from clap_helpers.data.audio import load_audio
     from clap_helpers.embedding.frontend import batch_from_list
 
-    clips = [load_audio(p, CLAP_SAMPLE_RATE) for p in paths[:batch_size]]
+    clips = [load_audio(p, enc.sample_rate) for p in paths[:batch_size]]
     while len(clips) < batch_size:  # fewer files than a batch: repeat them
         clips.append(clips[len(clips) % len(paths)])
     waveforms, lengths = batch_from_list(clips)
     t0 = time.perf_counter()
-    features = enc.family.features(waveforms, lengths)  # any model family
-    _sync(device)
-    frontend_s = time.perf_counter() - t0
+    feats = enc._features(waveforms, lengths)  # family.features
+    _sync(enc.device)
+    return feats, time.perf_counter() - t0
 
-    @torch.inference_mode()
+
+def run_floor(enc, paths, batch_size, n_clips, device, backend=None) -> dict:
+    """Model only (``backend(*feats)`` + normalise + copy to the host, as ``_audio_forward``
+    does after the front-end) on features made beforehand; default backend: the encoder's."""
+    import torch.nn.functional as F
+
+    backend = backend or enc.backend
+    feats, frontend_s = floor_features(enc, paths, batch_size)
+
     def step():
-        with enc._autocast():
-            emb = enc.family.audio_tower(*features)
-        return F.normalize(emb.float(), dim=-1).cpu()
+        return F.normalize(backend(*feats).float(), dim=-1).cpu()
 
     step()  # warm-up
     batches = max(1, math.ceil(n_clips / batch_size))
     _sync(device)
     usage, t0 = Usage().start(), time.perf_counter()
     for _ in range(batches):
-        step()
+        emb = step()
     _sync(device)
     seconds, used = time.perf_counter() - t0, usage.stop()
     clips_done = batches * batch_size
@@ -554,9 +590,11 @@ def run_floor(enc, paths, batch_size, n_clips, device) -> dict:
         "batches": batches,
         "seconds": seconds,
         "clips_per_s": clips_done / seconds,
+        "ms_per_window": 1e3 * seconds / clips_done,
         **used,
-        "feature_shape": [list(f.shape) for f in features],
+        "feature_shape": [list(f.shape) for f in feats],
         "frontend_ms_per_clip": 1e3 * frontend_s / batch_size,  # one batch, for reference
+        "embeddings": emb.numpy().tolist(),
     }
 
 
@@ -572,13 +610,135 @@ def decode_cost(paths, n: int = 16) -> float:
     return 1e3 * (time.perf_counter() - t0) / len(sample)
 
 
+def load_backend(plan, args, device, backend, models) -> tuple:
+    """``load_clap`` with ``backend``; its first-call cost, and (if it converted) a second load
+    that reads the converted model from the cache."""
+    import clap_helpers
+
+    def load():
+        t0 = time.perf_counter()
+        enc = clap_helpers.load_clap(
+            plan["model"], device=device, precision=args.precision, num_workers=args.workers,
+            backend=backend, cache_dir=models,
+        )  # fmt: skip
+        _sync(device)
+        return enc, time.perf_counter() - t0
+
+    log(f"loading with backend={backend}")
+    enc, seconds = load()
+    b = enc.backend
+    info = {
+        "requested": backend,
+        "backend": repr(b),
+        "key": b.key,
+        "precision": enc.precision,
+        "load_s": seconds,
+        "conversion_s": b.conversion_s,
+        "compile_s": b.compile_s,
+        "probe_cosine": b.cosine,
+    }
+    if b.conversion_s > 0:
+        enc, info["reload_s"] = load()
+        info["reload_backend"] = repr(enc.backend)
+    log(f"  {enc.backend!r}, load {seconds:.1f} s, cached reload {info.get('reload_s', 0):.1f} s")
+    return enc, info
+
+
+def forward_variants(enc, paths, batch, n_clips, device, backends: dict) -> list[dict]:
+    """Forward-only floor of eager fp32, eager bf16 (autocast, and bf16 weights on a CPU) and
+    each loaded backend, on the same features: clips/s, ratio to eager bf16 autocast, cosine to
+    eager fp32 (least over the batch)."""
+    from clap_helpers.embedding.backends import TorchBackend
+
+    tower = enc.family.audio_tower  # any model family
+    variants = {
+        "eager fp32": TorchBackend(tower, device, "fp32"),
+        "eager bf16 autocast": TorchBackend(tower, device, "bf16", weights=False),
+    }
+    if device.type == "cpu":
+        variants["eager bf16 weights"] = TorchBackend(tower, device, "bf16", weights=True)
+    variants.update({f"backend {n} ({b.key})": b for n, b in backends.items()})
+    rows = []
+    for name, backend in variants.items():
+        log(f"  forward: {name}")
+        rows.append({"name": name, **run_floor(enc, paths, batch, n_clips, device, backend)})
+    ref = np.array(rows[0]["embeddings"])
+    base = rows[1]["clips_per_s"]
+    for r in rows:
+        r["cosine_to_fp32"] = float(np.min(np.sum(np.array(r.pop("embeddings")) * ref, axis=1)))
+        r["vs_eager_bf16"] = r["clips_per_s"] / base
+    return rows
+
+
+def _parallel_worker(plan, precision, backend, models, batch, n_batches, threads, barrier, queue):
+    """One model process: ``threads`` threads, ``n_batches`` forward calls after a barrier."""
+    import torch
+    import torch.nn.functional as F
+
+    import clap_helpers
+
+    torch.set_num_threads(threads)
+    enc = clap_helpers.load_clap(
+        plan["model"], "cpu", precision, backend=backend, cache_dir=models, num_workers=0
+    )
+    feats, _ = floor_features(enc, plan["paths"], batch)
+    enc.backend(*feats)  # warm-up
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+        emb = F.normalize(enc.backend(*feats).float(), dim=-1)
+    queue.put((time.perf_counter() - t0, emb.numpy()))
+
+
+def run_parallel(plan, args, info, models, batch, n) -> dict:
+    """Forward throughput of 1 process x ``n`` threads vs ``n`` processes x 1 thread (same
+    backend and precision, explicit), and whether their embeddings are bit-identical."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    backend = "openvino" if info["key"].startswith("openvino") else "torch"
+    n_batches = max(4, math.ceil(64 / batch))
+    out, embs = {}, []
+    for procs, threads in ((1, n), (n, 1)):
+        log(f"parallel: {backend}, {procs} process(es) x {threads} thread(s)")
+        barrier, queue = ctx.Barrier(procs), ctx.Queue()
+        workers = [
+            ctx.Process(
+                target=_parallel_worker,
+                args=(
+                    plan,
+                    info["precision"],
+                    backend,
+                    models,
+                    batch,
+                    n_batches,
+                    threads,
+                    barrier,
+                    queue,
+                ),
+            )  # fmt: skip
+            for _ in range(procs)
+        ]
+        for w in workers:
+            w.start()
+        results = [queue.get() for _ in workers]
+        for w in workers:
+            w.join()
+        slowest = max(s for s, _ in results)
+        out[f"{procs}x{threads}"] = procs * n_batches * batch / slowest
+        embs += [e for _, e in results]
+    out["ratio"] = out[f"{n}x1"] / out[f"1x{n}"]
+    out["bit_identical"] = all(np.array_equal(embs[0], e) for e in embs[1:])
+    return out
+
+
 def measure(plan: dict) -> dict:
     """Everything but the data preparation; ``plan`` holds the arguments and the data paths."""
     import torch
     import transformers
     from transformers import ClapProcessor
 
-    import clap_helpers
+    from clap_helpers.embedding.backends import BackendUnavailable
     from clap_helpers.embedding.devices import resolve_device
 
     args = argparse.Namespace(**plan["args"])
@@ -591,12 +751,12 @@ def measure(plan: dict) -> dict:
     res: dict = {"load_average_start": load_average()}
     rss_start = current_rss_mb()
 
-    t0 = time.perf_counter()
-    enc = clap_helpers.load_clap(
-        plan["model"], device=device, precision=args.precision, num_workers=args.workers
-    )
-    _sync(device)
-    res["load_s"] = time.perf_counter() - t0
+    # converted models (OpenVINO) go to a fresh folder: the first load pays the conversion
+    models = Path(tempfile.mkdtemp(prefix="bench-converted-", dir=plan["scratch"]))
+    first, *others = args.backends
+    enc, info = load_backend(plan, args, device, first, models)
+    res["backends"] = {first: info}
+    res["load_s"] = info["load_s"]
     res["setup"] = {
         "model": plan["model_label"],
         "parameters_m": sum(p.numel() for p in enc.family.audio_tower.parameters()) / 1e6,
@@ -606,6 +766,7 @@ def measure(plan: dict) -> dict:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "precision": enc.precision,
+        "backend": repr(enc.backend),
         "torch_threads": torch.get_num_threads(),
         "decode_workers": enc.num_workers,
         "batch_size": args.batch_size,
@@ -649,12 +810,44 @@ def measure(plan: dict) -> dict:
     )
     log(f"forward-only floor: {n_floor} clips in model batches of {model_batch}")
     res["floor"] = run_floor(enc, paths, model_batch, n_floor, device)
+    res["floor"].pop("embeddings")
     for bs in args.sweep or []:
         log(f"forward-only floor, batch size {bs}")
         res.setdefault("floor_sweep", []).append(
             {"batch_size": bs, **run_floor(enc, paths, bs, max(2 * bs, 8), device)}
         )
+        res["floor_sweep"][-1].pop("embeddings")
     res["decode_ms_per_clip_serial"] = decode_cost(paths)
+    res["backends"][first]["pipeline"] = res["pipeline"]
+    embs = {first: emb}
+    used = [first]  # backends that could run this model (e.g. PE-Audio: no OpenVINO)
+    for name in others:
+        try:
+            enc_b, res["backends"][name] = load_backend(plan, args, device, name, models)
+        except BackendUnavailable as exc:
+            log(f"backend {name} skipped: {exc}")
+            res.setdefault("unavailable_backends", {})[name] = str(exc)
+            continue
+        used.append(name)
+        log(f"pipeline, backend {name} ({enc_b.backend!r}): {len(paths)} clips")
+        work = Path(tempfile.mkdtemp(prefix="bench-embedding-cache-", dir=plan["scratch"]))
+        try:
+            run_pipeline(enc_b, paths[: args.small], args.batch_size, work / "warm", device)
+            res["backends"][name]["pipeline"], embs[name] = run_pipeline(
+                enc_b, paths, args.batch_size, work / "big", device
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        res["backends"][name]["encoder"] = enc_b
+    log("forward-only variants (eager fp32, eager bf16, each backend)")
+    extra = {n: res["backends"][n].pop("encoder", enc).backend for n in used}
+    res["variants"] = forward_variants(enc, paths, model_batch, n_floor, device, extra)
+    if args.parallel > 1 and device.type == "cpu":
+        res["parallel"] = {
+            n: run_parallel(plan, args, res["backends"][n], models, model_batch, args.parallel)
+            for n in used
+        }
+    shutil.rmtree(models, ignore_errors=True)
 
     naive_paths = all_paths[: args.naive_clips]
     log(f"naive loop: {len(naive_paths)} clips, one at a time, fp32")
@@ -667,6 +860,10 @@ def measure(plan: dict) -> dict:
     m = min(n, len(emb))  # the naive loop may run on more clips than the pipeline
     cos = np.sum(emb_naive[:m] * emb[:m], axis=1)
     res["checks"]["naive_vs_pipeline_min_cosine"] = float(np.nanmin(cos))
+    for name, e in embs.items():  # naive = transformers' path in fp32: the reference
+        res["backends"][name]["min_cosine_to_naive_fp32"] = float(
+            np.nanmin(np.sum(emb_naive[:m] * e[:m], axis=1))
+        )
     if n > 1:
         gram = emb_naive @ emb_naive.T
         res["checks"]["naive_mean_cosine_between_clips"] = float(
@@ -728,6 +925,59 @@ def _fmt(value, unit: str) -> str:
 
 def _mb(value) -> str:
     return "n/a" if value is None else f"{value:,.0f} MB"
+
+
+def backend_report(res: dict) -> list[str]:
+    """The backends: forward-only variants, each backend's pipeline, first-call cost and the
+    processes-vs-threads comparison."""
+    lines = ["", f"  forward only (bs {res['floor']['batch_size']}, same features)"]
+    lines.append(
+        f"    {'variant':<40}{'ms/window':>10}{'cpu ms/w':>9}{'clips/s':>9}{'vs eager bf16':>14}"
+        f"{'cosine':>10}"
+    )
+    bf16 = None
+    for r in res.get("variants", []):
+        if r["name"] == "eager bf16 autocast":
+            bf16 = r["clips_per_s"]
+        lines.append(
+            f"    {r['name']:<40}{r['ms_per_window']:>10.1f}{1e3 * r['cpu_s'] / r['clips']:>9.1f}"
+            f"{r['clips_per_s']:>9.2f}"
+            f"{r['vs_eager_bf16']:>13.2f}x{r['cosine_to_fp32']:>10.6f}"
+        )
+    lines += ["", "  pipeline (embed_audio end to end, empty cache) per backend"]
+    lines.append(
+        f"    {'backend':<40}{'clips/s':>9}{'cpu ms/clip':>12}{'vs eager bf16 fwd':>18}"
+        f"{'vs naive':>9}{'2000 clips':>11}{'cos naive':>10}"
+    )
+    for name, b in res.get("backends", {}).items():
+        p = b.get("pipeline")
+        if not p:
+            continue
+        ratio = f"{p['clips_per_s'] / bf16:.2f}x" if bf16 else "n/a"
+        lines.append(
+            f"    {name + ' (' + b['key'] + ')':<40}{p['clips_per_s']:>9.2f}"
+            f"{1e3 * (p['cpu_s'] + p['workers_cpu_s']) / p['clips']:>12.1f}{ratio:>18}"
+            f"{p['clips_per_s'] / res['naive']['clips_per_s']:>8.2f}x"
+            f"{REFERENCE_CLIPS / p['clips_per_s']:>10.0f}s"
+            f"{b.get('min_cosine_to_naive_fp32', float('nan')):>10.6f}"
+        )
+    lines += ["", "  first-call cost (load_clap, converted-model cache empty, then reused)"]
+    for name, b in res.get("backends", {}).items():
+        again = f", {b['reload_s']:.1f} s when cached" if "reload_s" in b else ""
+        lines.append(
+            f"    {name}: load {b['load_s']:.1f} s (conversion {b['conversion_s']:.1f} s, "
+            f"compile {b['compile_s']:.1f} s){again}; probe cosine to fp32 "
+            + ("n/a (fp32 eager)" if b["probe_cosine"] is None else f"{b['probe_cosine']:.6f}")
+        )
+    for name, p in res.get("parallel", {}).items():
+        one, many = (k for k in p if "x" in k and k != "ratio" and k != "bit_identical")
+        lines.append(
+            f"  processes vs threads, {name}: {one} {p[one]:.2f} clips/s, {many} {p[many]:.2f} "
+            f"clips/s ({p['ratio']:.2f}x); bit-identical: {p['bit_identical']}"
+        )
+    for name, why in res.get("unavailable_backends", {}).items():
+        lines.append(f"  backend {name} not measured: {why}")
+    return lines
 
 
 def report(res: dict) -> str:
@@ -804,7 +1054,7 @@ def report(res: dict) -> str:
             f"    {'part (main process)':<46}{'wall s':>9}{'ms/clip':>9}{'share':>8}{'cpu s':>9}",
         ]
         labels = {
-            "model": "model (get_audio_features)",
+            "model": "model (audio tower, via the backend)",
             "frontend": "log-mel front-end (torch)",
             "collation_pooling": "windows, collation, pooling",
             "cache": "cache lookup / writes",
@@ -822,6 +1072,7 @@ def report(res: dict) -> str:
             f"resample {res['decode_ms_per_clip_serial']:.1f} ms/clip serially in one process; "
             f"front-end alone {res['floor']['frontend_ms_per_clip']:.1f} ms/clip",
         ]
+    lines += backend_report(res)
     c = res["checks"]
     lines += [
         "",
@@ -845,6 +1096,9 @@ def report(res: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:  # print the report of a saved --json file again
+        print(report(json.loads(Path(args.report).read_text())))
+        return 0
     if args._child:
         plan = json.loads(Path(args._child).read_text())
         result = measure(plan)

@@ -11,6 +11,9 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests that do not test backends run eager PyTorch (backend="auto" would pick OpenVINO where it is
+# installed); tests/unit/embedding/test_backends.py pins each backend. CLAP_TEST_BACKEND overrides.
+os.environ.setdefault("CLAP_HELPERS_BACKEND", os.environ.get("CLAP_TEST_BACKEND", "torch"))
 
 import pytest  # noqa: E402
 

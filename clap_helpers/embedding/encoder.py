@@ -13,7 +13,8 @@ families share. How a run goes: cached rows are looked up first
 family's sample rate (48 kHz for LAION-CLAP) in DataLoader worker processes while the model
 runs; each clip is cut into consecutive windows of the family's length (10 s for LAION-CLAP);
 the family's front-end (for LAION-CLAP the batched torch log-mel,
-:mod:`clap_helpers.embedding.frontend`) and audio tower run on the chosen device and precision;
+:mod:`clap_helpers.embedding.frontend`) and audio tower run on the chosen device and precision,
+the tower through a speed backend (:mod:`clap_helpers.embedding.backends`: eager PyTorch or OpenVINO);
 window embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished
 rows go to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory)
 gives a NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
@@ -42,9 +43,10 @@ import torch.nn.functional as F
 
 from ..data.audio import DEFAULT_MAX_SECONDS
 from ..diagnostics import ClapWarning, bars_off, name_files, quiet_loading
+from . import backends
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, collate, worker_init
-from .devices import resolve_device, resolve_precision
+from .devices import resolve_device
 from .families.base import ModelFamily
 from .families.registry import load_family
 from .frontend import split_windows
@@ -62,8 +64,6 @@ __all__ = [
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 WINDOW_MODES = ("auto", "average", "first", "fusion")
 _SAID_FUSION: set[str] = set()  # fused checkpoints whose window="auto" choice was announced
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_MIN_COSINE_TO_FP32 = 0.999  # precision="auto" falls back to fp32 below this
 _CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
 _OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
@@ -85,6 +85,7 @@ def load_clap(
     num_workers: int | None = None,
     int16_roundtrip: bool = False,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    backend: str | None = None,
     **family_options,
 ) -> ClapEncoder:
     """Load an audio-text model (hub id, local folder or checkpoint file) as a :class:`ClapEncoder`.
@@ -114,6 +115,11 @@ def load_clap(
         max_seconds: audio files are decoded up to this many seconds (default 30 min); a longer
             file is embedded from its first ``max_seconds`` with a warning naming it (part of the
             cache key). ``None``: no limit.
+        backend: ``"auto"`` (default, or ``$CLAP_HELPERS_BACKEND``), ``"torch"`` or
+            ``"openvino"``: how the audio tower runs (:mod:`clap_helpers.embedding.backends`).
+            ``"auto"`` uses OpenVINO on CPUs where it is installed, the family's tower exports
+            and it matches eager fp32 on the probe clip; the converted model is cached in
+            ``cache_dir/openvino``.
         family_options: passed to the family's loader (e.g. ``text_model=`` for families whose
             checkpoint file does not hold its text tower).
 
@@ -122,7 +128,9 @@ def load_clap(
         OSError: a hub id that is neither in the local HF cache nor downloadable (the message
             names the fixes: HF_HOME, HF_HUB_OFFLINE=1, a local folder).
         ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``;
-            a checkpoint no registered family recognises (``UnknownFamilyError``).
+            a checkpoint no registered family recognises (``UnknownFamilyError``); a bad
+            ``backend``.
+        BackendUnavailable: ``backend="openvino"`` cannot run here (the message says why).
         NotADirectoryError: ``cache_dir`` is a file.
     """
     if window not in WINDOW_MODES:
@@ -155,17 +163,20 @@ def load_clap(
         int16_roundtrip=int16_roundtrip,
         max_seconds=max_seconds,
     )
-    wanted = resolve_precision(precision, dev)
-    if precision == "auto" and wanted != "fp32":
-        cosine = enc.precision_check(wanted)
-        if cosine < _MIN_COSINE_TO_FP32:
-            warnings.warn(
-                f"{wanted} embeddings are only cosine {cosine:.5f} from fp32 for {fam.model_id} "
-                f"on {dev}; using fp32",
-                stacklevel=2,
-            )
-            wanted = "fp32"
-    enc.precision = wanted
+    root = None if cache_dir is False else (cache_dir or default_cache_dir())  # converted models
+    enc.backend = backends.choose_backend(
+        fam.audio_tower,
+        dev,
+        backend or backends.default_backend(),
+        precision,
+        probe=enc._probe_features,  # computed only if a check needs it
+        cache_root=root,
+        model_key=(fam.model_id, fam.revision),
+        family={"name": fam.name, "settings": fam.namespace()},
+        fused=fam.fused,
+        openvino=fam.openvino,
+        batch=enc.model_batch_size or _CPU_MODEL_BATCH,
+    )
     return enc
 
 
@@ -196,6 +207,8 @@ class ClapEncoder:
             its tokenizer and :class:`~clap_helpers.embedding.frontend.LogMelFrontend`);
             AttributeError for a family without them.
         device, precision: where and how it runs (``"fp32"``, ``"bf16"`` or ``"fp16"``).
+        backend: how the audio tower runs (:mod:`clap_helpers.embedding.backends`; its repr
+            names backend, precision and first-call cost); sets ``precision``.
         dim: embedding size D (512 for the LAION checkpoints).
         fused: whether the checkpoint uses feature fusion.
         failures: ``[(path, reason)]`` of the files the last :meth:`embed_audio` call could not
@@ -221,7 +234,8 @@ class ClapEncoder:
     ):
         self.family = family
         self.device = device
-        self.precision = precision
+        # how the tower runs; load_clap may choose another (backends.choose_backend)
+        self.backend = backends.TorchBackend(family.audio_tower, device, precision)
         self.window = window
         # False: no cache unless a call passes a cache_dir
         self.cache_dir: Path | bool = (
@@ -263,8 +277,14 @@ class ClapEncoder:
     def __repr__(self) -> str:
         return (
             f"ClapEncoder({self.model_id!r}, device={self.device.type}, "
-            f"precision={self.precision}, window={self.window}, dim={self.dim})"
+            f"precision={self.precision}, backend={self.backend!r}, window={self.window}, "
+            f"dim={self.dim})"
         )
+
+    @property
+    def precision(self) -> str:
+        """The audio tower's precision (``"fp32"``, ``"bf16"`` or ``"fp16"``), set by its backend."""
+        return self.backend.precision
 
     @property
     def logit_scale(self) -> float:
@@ -281,6 +301,7 @@ class ClapEncoder:
             "model": self.model_id,
             "revision": self.revision,
             "precision": self.precision,
+            "backend": self.backend.key,
             "window": self.window,
             "int16_roundtrip": self.int16_roundtrip,
             "max_seconds": self.max_seconds,
@@ -306,17 +327,20 @@ class ClapEncoder:
         return EmbeddingStore(Path(root), kind, namespace, self.dim, self.cache_flush_every)
 
     # -- model calls --------------------------------------------------------------------------
-    def _autocast(self):
-        if self.precision == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+    @torch.inference_mode()
+    def _features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple:
+        """The audio tower's inputs (fp32, deterministic) for windows (B, T) of ``lengths``."""
+        return tuple(self.family.features(waveforms, lengths))
+
+    def _probe_features(self, seconds: float = 10.0) -> tuple:
+        """Features of the probe clip at the family's rate, at most one family window."""
+        clip = backends.probe_clip(seconds, self.sample_rate, self.family.window_samples)
+        return self._features(*clip)
 
     @torch.inference_mode()
     def _audio_forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) float32, L2-normalised, of windows (B, T) with true ``lengths``."""
-        features = self.family.features(waveforms, lengths)  # fp32, deterministic
-        with self._autocast():
-            emb = self.family.audio_tower(*features)
+        emb = self.backend(*self._features(waveforms, lengths))
         return F.normalize(emb.float(), dim=-1).cpu()
 
     def _clip_windows(self, n_samples: int) -> list[tuple[int, int]]:
@@ -435,7 +459,7 @@ class ClapEncoder:
         bar = tqdm(
             total=len(paths),
             initial=len(paths) - len(todo),
-            desc=f"embedding audio ({self.device.type}, {self.precision})",
+            desc=f"embedding audio ({self.device.type}, {self.precision}, {self.backend.name})",
             unit="clip",
             disable=bars_off(progress),
             delay=2.0,
@@ -539,20 +563,11 @@ class ClapEncoder:
         return out
 
     def precision_check(self, precision: str, seconds: float = 10.0) -> float:
-        """Cosine between ``precision`` and fp32 audio embeddings of a fixed probe clip (chirp +
-        noise). Only audio needs it: text always runs in fp32."""
-        rng = np.random.default_rng(0)
-        n = int(seconds * self.sample_rate)
-        t = np.arange(min(n, self.family.window_samples or n)) / self.sample_rate  # one window
-        probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)
-        x = torch.from_numpy(probe.astype(np.float32))[None]
-        lens = torch.tensor([x.shape[1]])
-        saved = self.precision
-        try:
-            self.precision = "fp32"
-            ref = self._audio_forward(x, lens)
-            self.precision = precision
-            low = self._audio_forward(x, lens)
-        finally:
-            self.precision = saved
-        return float((ref * low).sum())
+        """Cosine between eager-PyTorch ``precision`` and fp32 audio embeddings of the fixed
+        probe clip (:func:`clap_helpers.embedding.backends.probe_clip`, one family window), as
+        :func:`clap_helpers.embedding.backends.torch_backend` runs it (bf16 weights or autocast).
+        Only audio needs it: text always runs in fp32."""
+        feats = self._probe_features(seconds)
+        tower = self.family.audio_tower
+        ref = backends.TorchBackend(tower, self.device, "fp32")(*feats)
+        return backends.torch_backend(tower, self.device, precision, feats, ref).cosine

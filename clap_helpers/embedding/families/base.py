@@ -42,6 +42,9 @@ class ModelFamily(abc.ABC):
             (``None``: the family takes whole clips of any length itself).
         dim: embedding size D.
         fused: whether the family has a fusion branch for long clips (LAION fused checkpoints).
+        openvino: whether ``backend="auto"`` may export :attr:`audio_tower` to OpenVINO
+            (class attribute; False where the export fails or traces data-dependent shapes
+            or branches wrongly: :mod:`clap_helpers.embedding.backends`).
         audio_tower: ``torch.nn.Module`` mapping ``*features(...)`` to (B, D) embeddings
             (not necessarily normalised). Backends convert or autocast this module only.
     """
@@ -53,6 +56,7 @@ class ModelFamily(abc.ABC):
     window_samples: int | None
     dim: int
     fused: bool = False
+    openvino: bool = True
     audio_tower: torch.nn.Module
 
     @abc.abstractmethod

@@ -398,6 +398,7 @@ class M2DClapFamily(ModelFamily):
     """One loaded M2D-CLAP checkpoint (see the module docstring)."""
 
     name = "m2d-clap"
+    openvino = False  # features vary in length and the attention mask is data-dependent
 
     def __init__(
         self,

@@ -88,6 +88,7 @@ class PeAudio(ModelFamily):
     """
 
     name = NAME
+    openvino = False  # openvino.convert_model fails on its tower (unconverted ops)
 
     def __init__(self, model, tokenizer, *, model_id: str, revision: str, window_seconds: float):
         self.model = model

@@ -1,0 +1,395 @@
+"""Speed backends: how the audio tower runs (eager PyTorch or OpenVINO) and at which precision.
+
+A backend wraps the audio tower (an ``nn.Module`` mapping the front-end's tensors to (B, D)
+embeddings, see :class:`clap_helpers.embedding.families.base.ModelFamily`) and is called the same
+way: ``backend(*feats) -> (B, D) float32``.
+
+- :class:`TorchBackend`: eager PyTorch on any device. ``fp32``; ``bf16``/``fp16`` by autocast, or,
+  on CPUs with fast bf16 (:func:`clap_helpers.embedding.devices.cpu_has_fast_bf16`), by a bf16
+  copy of the tower's weights (``model.to(torch.bfloat16)``: 1.4x faster than autocast there).
+- :class:`OpenVinoBackend`: the tower converted to OpenVINO once (``openvino.convert_model``,
+  dynamic batch, fp32 weights), saved in ``<cache_dir>/openvino/<key>/`` (written to a temporary
+  folder, then renamed: atomic), and compiled for the CPU with the ``bf16`` or ``f32`` inference
+  precision hint. Every call runs a fixed batch (a partial batch is zero-padded, a larger one
+  split), so a row never depends on the rows beside it.
+
+:func:`choose_backend` implements ``backend="auto"``: OpenVINO on a CPU when the package is
+installed, the export works and its embedding of a probe clip is within cosine
+:data:`MIN_COSINE_OPENVINO` of eager fp32; else eager PyTorch, with a one-line
+:class:`BackendWarning` saying why. ``precision="auto"`` keeps its rule (bf16 only where bf16 is
+fast, checked on the same probe clip). ``$CLAP_HELPERS_BACKEND`` sets the default backend.
+
+Which towers export: a family says so with its ``openvino`` class attribute (default True);
+fused LAION-CLAP checkpoints never do (their fusion branch depends on the data). usage.md lists
+the families checked.
+
+Used by: clap_helpers.embedding.encoder (``load_clap(..., backend=)``) and the embedding benchmark.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.audio import CLAP_SAMPLE_RATE
+from ..diagnostics import ClapWarning
+from .cache import namespace_hash
+from .devices import cpu_has_fast_bf16, resolve_precision
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "BackendWarning",
+    "MIN_COSINE_OPENVINO",
+    "MIN_COSINE_TORCH",
+    "OpenVinoBackend",
+    "TorchBackend",
+    "choose_backend",
+    "default_backend",
+    "openvino_cache_path",
+    "probe_clip",
+    "torch_backend",
+]
+
+BACKENDS = ("auto", "torch", "openvino")
+MIN_COSINE_OPENVINO = 0.9999  # backend="auto" uses OpenVINO only this close to eager fp32
+MIN_COSINE_TORCH = 0.999  # precision="auto" falls back to fp32 below this (eager PyTorch)
+OPENVINO_FORMAT = 1  # bump when the export changes: converted models then get a new key
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_ISA_CAP_NOTE = "OpenVINO's CPU plugin crashed (segfault) on the tiny test model under it"
+
+
+class BackendWarning(ClapWarning):
+    """``backend="auto"`` could not use OpenVINO (the message says why) and runs eager PyTorch."""
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run this tower here (missing package, failed export, wrong device)."""
+
+
+def default_backend() -> str:
+    """``$CLAP_HELPERS_BACKEND`` if set (``auto``, ``torch`` or ``openvino``), else ``"auto"``."""
+    return os.environ.get("CLAP_HELPERS_BACKEND") or "auto"
+
+
+def probe_clip(
+    seconds: float = 10.0, sample_rate: int = CLAP_SAMPLE_RATE, max_samples: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed probe clip (chirp + noise) of every precision and backend check, at
+    ``sample_rate`` and at most ``max_samples`` long (one family window): (1, T), (1,)."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * sample_rate)
+    t = np.arange(min(n, max_samples or n)) / sample_rate
+    probe = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)
+    x = torch.from_numpy(probe.astype(np.float32))[None]
+    return x, torch.tensor([x.shape[1]])
+
+
+class TorchBackend:
+    """Eager PyTorch: ``backend(*feats) -> (B, D) float32`` on the tower's device.
+
+    Args:
+        module: the audio tower, in eval mode on ``device``.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        weights: run reduced precision with a copy of the weights in that dtype instead of
+            autocast (``None``: only for bf16 on a CPU with fast bf16).
+    """
+
+    name = "torch"
+
+    def __init__(self, module, device: torch.device, precision: str = "fp32", weights=None):
+        self.device, self.precision = device, precision
+        if weights is None:
+            weights = precision == "bf16" and device.type == "cpu" and cpu_has_fast_bf16()
+        self.weights = bool(weights) and precision != "fp32"
+        self.module = copy.deepcopy(module).to(_DTYPES[precision]) if self.weights else module
+        self.mode = "fp32" if precision == "fp32" else ("weights" if self.weights else "autocast")
+        self.conversion_s = self.compile_s = 0.0
+        self.cosine: float | None = None  # to eager fp32 on the probe clip, where checked
+
+    @property
+    def key(self) -> str:
+        """How the numbers are made (part of the embedding cache key)."""
+        return "torch" if self.mode == "fp32" else f"torch-{self.mode}"
+
+    def __repr__(self) -> str:
+        return f"torch ({self.precision} {self.mode})" if self.mode != "fp32" else "torch (fp32)"
+
+    @torch.inference_mode()
+    def __call__(self, *feats: torch.Tensor) -> torch.Tensor:
+        if self.weights:
+            dtype = _DTYPES[self.precision]
+            feats = tuple(f.to(dtype) if f.is_floating_point() else f for f in feats)
+            with torch.autocast(self.device.type, enabled=False):
+                return self.module(*feats).float()
+        if self.precision == "fp32":
+            with torch.autocast(self.device.type, enabled=False):
+                return self.module(*feats).float()
+        with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
+            return self.module(*feats).float()
+
+
+def openvino_cache_path(
+    root, model_id: str, revision: str, example: tuple, family: dict | None = None
+) -> Path:
+    """``<root>/openvino/<key>``: the key hashes the family (name and settings), checkpoint,
+    revision, input shapes (batch dynamic) and the OpenVINO version, like the embedding cache's
+    namespaces. The saved model is fp32 (the precision is a compile-time hint), so one
+    conversion serves every precision."""
+    ov = _import_openvino()
+
+    key = {
+        "tower": "audio",
+        "family": family or {},
+        "model": model_id,
+        "revision": revision,
+        "inputs": [[-1, *e.shape[1:], str(e.dtype)] for e in example],
+        "openvino": ov.__version__,
+        "format": OPENVINO_FORMAT,
+    }
+    return Path(root).expanduser() / "openvino" / namespace_hash(key)
+
+
+class OpenVinoBackend:
+    """The tower converted to OpenVINO and compiled for the CPU.
+
+    Args:
+        module: the audio tower (fp32, CPU, eval mode).
+        example: one batch of its inputs (any batch size), for the export.
+        precision: ``fp32`` (OpenVINO's ``f32`` hint) or ``bf16`` (``bf16`` hint).
+        cache_path: folder of the converted model (:func:`openvino_cache_path`); reused if it
+            holds one, else written atomically. ``None``: convert in memory, every time.
+        batch: windows per inference call; partial batches are zero-padded.
+        threads: inference threads (default: ``torch.get_num_threads()``).
+
+    Attributes: ``conversion_s`` (0 when read from the cache), ``compile_s``, ``converted``.
+
+    Raises:
+        BackendUnavailable: no ``openvino`` package, an unsupported precision, or the export
+            failed (the message says which).
+    """
+
+    name = "openvino"
+
+    def __init__(self, module, example, precision="fp32", cache_path=None, batch=4, threads=None):
+        ov = _import_openvino()
+        if precision not in _OV_HINTS:
+            raise BackendUnavailable(f"OpenVINO runs fp32 or bf16 here, not {precision}")
+        self.precision, self.batch = precision, int(batch)
+        self.threads = threads or torch.get_num_threads()
+        self.cosine: float | None = None
+        example = tuple(example)
+        t0 = time.perf_counter()
+        xml = Path(cache_path) / "model.xml" if cache_path is not None else None
+        core = ov.Core()
+        model = None
+        if xml is not None and xml.is_file():
+            try:
+                model = core.read_model(xml)
+            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is redone
+                warnings.warn(
+                    f"cached OpenVINO model {xml.parent} is unreadable ({exc}); converting again",
+                    BackendWarning,
+                    stacklevel=3,
+                )
+                shutil.rmtree(xml.parent, ignore_errors=True)
+        self.converted = model is None
+        if self.converted:
+            model = _convert(ov, module, example)
+            if xml is not None:
+                _save_atomic(ov, model, Path(cache_path))
+        self.conversion_s = time.perf_counter() - t0 if self.converted else 0.0
+        t0 = time.perf_counter()
+        try:
+            model.reshape(
+                {i: ov.PartialShape([self.batch, *e.shape[1:]]) for i, e in enumerate(example)}
+            )
+            config = {
+                "INFERENCE_PRECISION_HINT": _OV_HINTS[precision],
+                "INFERENCE_NUM_THREADS": self.threads,
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            self.request = core.compile_model(model, "CPU", config).create_infer_request()
+        except Exception as exc:  # noqa: BLE001 - any compile failure means: use torch
+            raise BackendUnavailable(f"OpenVINO could not compile the model ({exc})") from None
+        self.compile_s = time.perf_counter() - t0
+        self.key = f"openvino-{_OV_HINTS[precision]}"
+        self.shapes = [tuple(e.shape[1:]) for e in example]  # compiled input shapes, batch aside
+
+    def __repr__(self) -> str:
+        how = "converted" if self.converted else "cached model"
+        first = f"{self.conversion_s:.1f} s conversion + " if self.converted else ""
+        return f"openvino ({self.precision} hint, {how}, {first}{self.compile_s:.1f} s compile)"
+
+    def __call__(self, *feats: torch.Tensor) -> torch.Tensor:
+        shapes = [tuple(f.shape[1:]) for f in feats]
+        if shapes != self.shapes:  # never run a static model on other shapes: wrong numbers
+            raise ValueError(f"OpenVINO model compiled for inputs {self.shapes}, got {shapes}")
+        n_rows = feats[0].shape[0]
+        out = []
+        for start in range(0, n_rows, self.batch):
+            part = [f[start : start + self.batch].detach().cpu().numpy() for f in feats]
+            n = part[0].shape[0]
+            if n < self.batch:  # zero rows after the real ones: every call has the same shape
+                part = [np.concatenate([p, np.zeros((self.batch - n, *p.shape[1:]), p.dtype)])
+                        for p in part]  # fmt: skip
+            res = self.request.infer([np.ascontiguousarray(p) for p in part])
+            out.append(torch.from_numpy(np.array(res[0][:n], dtype=np.float32)))
+        return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def _import_openvino():
+    """The ``openvino`` module, or BackendUnavailable saying it is not installed."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the openvino package is not installed ({exc}); pip install openvino"
+        ) from None
+    return openvino
+
+
+def _convert(ov, module, example):
+    """``openvino.convert_model`` with a dynamic batch; any failure -> BackendUnavailable."""
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape checks
+            return ov.convert_model(
+                module.eval(),
+                example_input=example,
+                input=[ov.PartialShape([-1, *e.shape[1:]]) for e in example],
+            )
+    except Exception as exc:  # noqa: BLE001 - export failures come in many types
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BackendUnavailable(
+            f"the export to OpenVINO failed ({type(exc).__name__}: {msg[:200]})"
+        ) from None
+
+
+def _save_atomic(ov, model, folder: Path) -> None:
+    """Save into a temporary sibling folder, then rename it to ``folder`` (atomic on POSIX);
+    if another process got there first, its copy is kept. A failed save only warns."""
+    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+        os.rename(tmp, folder)
+    except OSError as exc:
+        if not (folder / "model.xml").is_file():
+            warnings.warn(
+                f"could not cache the OpenVINO model in {folder} ({exc}); it will be converted "
+                "again next time",
+                BackendWarning,
+                stacklevel=3,
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.float().cpu(), b.float().cpu(), dim=-1).min())
+
+
+def choose_backend(
+    tower,
+    device: torch.device,
+    backend: str = "auto",
+    precision: str = "auto",
+    *,
+    probe,
+    cache_root=None,
+    model_key: tuple[str, str] = ("", ""),
+    family: dict | None = None,
+    fused: bool = False,
+    openvino: bool = True,
+    batch: int = 4,
+):
+    """The backend to run ``tower`` with, checked on the probe clip's features ``probe`` (a
+    tuple, or a function returning it: only called when a check is needed).
+
+    ``backend``: ``"torch"``, ``"openvino"`` (errors if it cannot run) or ``"auto"``: OpenVINO on
+    a CPU if installed, exported and within cosine :data:`MIN_COSINE_OPENVINO` of eager fp32 on
+    the probe (precision ``auto``: bf16 hint on CPUs with fast bf16, else f32), else PyTorch
+    with a :class:`BackendWarning` naming the reason (none on GPUs: OpenVINO is CPU-only here).
+    ``precision="auto"`` on PyTorch: as :func:`resolve_precision`, fp32 if the probe's cosine
+    is below :data:`MIN_COSINE_TORCH`. ``cache_root``: where converted models are cached
+    (:func:`openvino_cache_path` of ``model_key`` = (model id, revision) and ``family`` = its
+    name and settings; None: not cached). ``fused`` (LAION fused checkpoints) or
+    ``openvino=False`` (a family whose tower does not export): no OpenVINO (and, for
+    ``"auto"``, no warning: that family always runs PyTorch).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    wanted = resolve_precision(precision, device)
+    if backend == "torch" and wanted == "fp32":
+        return TorchBackend(tower, device, "fp32")
+    probe = tuple(probe() if callable(probe) else probe)
+    ref = TorchBackend(tower, device, "fp32")(*probe)
+    if backend in ("auto", "openvino"):
+        reason = _openvino_obstacle(device, wanted, fused, openvino)
+        if backend == "auto" and os.environ.get("ONEDNN_MAX_CPU_ISA"):  # see _ISA_CAP_NOTE
+            reason = f"ONEDNN_MAX_CPU_ISA is set; {_ISA_CAP_NOTE}"
+        if reason is None:
+            try:
+                path = cache_root and openvino_cache_path(cache_root, *model_key, probe, family)
+                ov_backend = OpenVinoBackend(tower, probe, wanted, path, batch)
+                ov_backend.cosine = _cosine(ov_backend(*probe), ref)
+                if backend == "openvino" or ov_backend.cosine >= MIN_COSINE_OPENVINO:
+                    return ov_backend
+                reason = (
+                    f"its embedding of the probe clip is cosine {ov_backend.cosine:.6f} from "
+                    f"eager fp32 (< {MIN_COSINE_OPENVINO})"
+                )
+            except BackendUnavailable as exc:
+                reason = str(exc)
+        if backend == "openvino":
+            raise BackendUnavailable(f"backend='openvino' cannot be used: {reason}")
+        if device.type == "cpu" and openvino:  # a family that opts out runs torch, silently
+            warnings.warn(f"backend='auto' runs eager PyTorch: {reason}", BackendWarning, 3)
+    chosen = torch_backend(tower, device, wanted, probe, ref)
+    if wanted != "fp32":
+        if precision == "auto" and chosen.cosine < MIN_COSINE_TORCH:
+            warnings.warn(
+                f"{wanted} embeddings are only cosine {chosen.cosine:.5f} from fp32 on {device}; "
+                "using fp32",
+                BackendWarning,
+                stacklevel=3,
+            )
+            chosen = TorchBackend(tower, device, "fp32")
+    return chosen
+
+
+def torch_backend(tower, device, precision: str, probe: tuple, ref: torch.Tensor) -> TorchBackend:
+    """Eager PyTorch at ``precision``, its ``cosine`` to ``ref`` (eager fp32 of ``probe``) set.
+    Where bf16 weights would be used (fast-bf16 CPUs) but drift below :data:`MIN_COSINE_TORCH`
+    on the probe (e.g. tiny PE-Audio, AudioCLIP), autocast is used instead, as on other CPUs."""
+    chosen = TorchBackend(tower, device, precision)
+    if precision != "fp32":
+        chosen.cosine = _cosine(chosen(*probe), ref)
+        if chosen.weights and chosen.cosine < MIN_COSINE_TORCH:
+            chosen = TorchBackend(tower, device, precision, weights=False)
+            chosen.cosine = _cosine(chosen(*probe), ref)
+    return chosen
+
+
+def _openvino_obstacle(device, precision: str, fused: bool, openvino: bool) -> str | None:
+    """Why OpenVINO cannot run the tower on ``device`` at ``precision`` (None: it may)."""
+    if device.type != "cpu":
+        return f"OpenVINO runs on CPUs here, the device is {device}"
+    if precision not in _OV_HINTS:
+        return f"OpenVINO runs fp32 or bf16 here, not {precision}"
+    if fused:
+        return "fused checkpoints are not exported (their fusion branch depends on the data)"
+    if not openvino:
+        return "this model family's audio tower is not exported to OpenVINO (see usage.md)"
+    return None
