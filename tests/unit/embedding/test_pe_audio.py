@@ -188,10 +188,15 @@ def test_pe_av_checkpoint_loads_its_audio_text_part_without_timm(
     _same_embeddings(av, pe)
 
 
-def test_pe_av_loads_from_the_offline_hub_cache(tiny_pe_av, pe, tmp_path, monkeypatch, no_timm):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_pe_av_loads_from_the_offline_hub_cache(pe, tmp_path, monkeypatch, no_timm, shards):
     import shutil
 
     from huggingface_hub import constants
+
+    from clap_helpers.devtools.fixtures.tiny_pe_audio import make_tiny_pe_audio
+
+    tiny_pe_av = make_tiny_pe_audio(tmp_path / "av", layout="pe_audio_video", shards=shards)
 
     hub = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
