@@ -3,9 +3,15 @@
 Loads ``PeAudioModel`` checkpoints (``config.json`` ``model_type`` ``"pe_audio"``: local folders,
 the tiny fixture :mod:`clap_helpers.devtools.fixtures.tiny_pe_audio`) and the audio-text part of
 ``PeAudioVideoModel`` checkpoints (``"pe_audio_video"``: ``facebook/pe-av-small|base|large``,
-whose ``audio_model`` is a ``PeAudioModel``; transformers builds the whole audio-video model, so
-these need ``timm`` for the unused video tower, and this path has not been run against the real
-hub files: no network here).
+whose ``audio_model`` is a ``PeAudioModel``). The audio-text part is built alone
+(:func:`load_audio_part`: a ``PeAudioModel`` from the nested ``text_config`` +
+``audio_video_config.audio_config``, weights read from the checkpoint's safetensors files, the
+video tower never built, so no ``timm``), with the keys transformers' ``PeAudioVideoModel`` would
+give it: ``audio_model.<name>`` first, then, as its tied weights fall back,
+``text_model.<name>`` (then ``video_model.text_model.<name>``) for the text tower and
+``audio_video_encoder.embedder.audio_encoder.<name>`` for the audio encoder. A missing key is an
+error; unexpected ``audio_model.*`` keys are a warning. Not yet run against the real hub files
+(no network here): the key names come from transformers' source.
 
 * Front-end (:meth:`PeAudio.features`): the raw 48 kHz waveform, as ``PeAudioFeatureExtractor``
   prepares it: each clip reflect-padded to a multiple of the 1920-sample hop (40 ms), the batch
@@ -33,6 +39,9 @@ Used by: clap_helpers.embedding.encoder (``load_clap``) for PE-Audio checkpoints
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,7 +49,7 @@ import torch.nn.functional as F
 from .base import ModelFamily
 from .registry import register_family, resolve_revision, unreachable_message
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "HOP", "PeAudio", "PeAudioTower", "load"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "HOP", "PeAudio", "PeAudioTower", "load", "load_audio_part"]
 
 NAME = "pe-audio"
 SAMPLE_RATE = 48_000
@@ -150,6 +159,116 @@ class PeAudio(ModelFamily):
         return self
 
 
+def _weight_files(model_id: str, revision: str | None) -> list[Path]:
+    """The safetensors files of a local folder or hub id (cached snapshot first; downloaded
+    once unless offline): ``model.safetensors`` or the shards of ``model.safetensors.index.json``."""
+    single, index = "model.safetensors", "model.safetensors.index.json"
+    folder = Path(model_id).expanduser()
+    if folder.is_dir():
+        if (folder / single).is_file():
+            return [folder / single]
+        if not (folder / index).is_file():
+            raise FileNotFoundError(f"{model_id} holds neither {single} nor {index}")
+        shards = json.loads((folder / index).read_text())["weight_map"].values()
+        return [folder / f for f in sorted(set(shards))]
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    def get(name: str) -> Path:
+        found = try_to_load_from_cache(model_id, name, revision=revision)
+        return Path(
+            found if isinstance(found, str) else hf_hub_download(model_id, name, revision=revision)
+        )
+
+    cached = try_to_load_from_cache(model_id, single, revision=revision)
+    if isinstance(cached, str):
+        return [Path(cached)]
+    try:
+        index_file = get(index)
+    except RemoteEntryNotFoundError:
+        return [get(single)]
+    except OSError:
+        if isinstance(try_to_load_from_cache(model_id, index, revision=revision), str):
+            raise
+        return [get(single)]
+    shards = json.loads(index_file.read_text())["weight_map"].values()
+    return [get(f) for f in sorted(set(shards))]
+
+
+def _sources(name: str, tied: bool) -> list[str]:
+    """Checkpoint keys of ``PeAudioVideoModel`` that give ``audio_model.<name>`` its value, in
+    the order transformers' loader (with its tied-weights fallback) would take them."""
+    keys = [f"audio_model.{name}"]
+    if tied and name.startswith("text_model."):
+        keys += [name, f"video_model.{name}"]
+    elif tied and name.startswith("audio_encoder."):
+        keys.append(f"audio_video_encoder.embedder.{name}")
+    return keys
+
+
+def _stored_dtype(where: dict[str, Path]) -> torch.dtype:
+    """dtype of the first floating-point ``audio_model.*`` tensor of the checkpoint."""
+    from safetensors import safe_open
+
+    names = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+    for key in sorted(k for k in where if k.startswith("audio_model.")):
+        with safe_open(str(where[key]), framework="pt") as st:
+            kind = st.get_slice(key).get_dtype()
+        if kind in names:
+            return names[kind]
+    return torch.float32
+
+
+def load_audio_part(model_id: str, config, *, revision: str | None = None):
+    """The ``PeAudioModel`` inside a ``pe_audio_video`` checkpoint (``config``: its
+    ``PeAudioVideoConfig``), without building the video tower (see the module doc). Raises
+    ``ValueError`` naming the audio-text keys the checkpoint lacks."""
+    import warnings
+
+    from safetensors import safe_open
+    from transformers import PeAudioModel
+    from transformers.initialization import no_init_weights
+
+    where: dict[str, Path] = {}
+    for f in _weight_files(model_id, revision):
+        with safe_open(str(f), framework="pt") as st:
+            where.update(dict.fromkeys(st.keys(), f))
+    dtype = config.dtype or _stored_dtype(where)  # as from_pretrained's dtype="auto"
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    with no_init_weights():
+        model = PeAudioModel._from_config(config.audio_config, dtype=dtype)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    chosen, missing = {}, []
+    for name in model.state_dict():
+        key = next((k for k in _sources(name, tied) if k in where), None)
+        if key is None:
+            missing.append(f"audio_model.{name}")
+        else:
+            chosen[name] = key
+    if missing:
+        raise ValueError(
+            f"{model_id}: the PE-AV checkpoint lacks {len(missing)} weight(s) of its audio-text "
+            f"part, e.g. {', '.join(missing[:5])}"
+        )
+    used = set(chosen.values())
+    unexpected = sorted(k for k in where if k.startswith("audio_model.") and k not in used)
+    if unexpected:
+        warnings.warn(
+            f"{model_id}: {len(unexpected)} audio_model.* weight(s) of the checkpoint are not "
+            f"used by PeAudioModel, e.g. {', '.join(unexpected[:5])}",
+            stacklevel=2,
+        )
+    state = {}
+    for f in sorted(set(where.values())):
+        with safe_open(str(f), framework="pt") as st:
+            for name, key in chosen.items():
+                if where[key] == f:
+                    state[name] = st.get_tensor(key)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def load(
     model_id: str,
     *,
@@ -159,25 +278,13 @@ def load(
 ) -> PeAudio:
     """Load a PE-Audio (``pe_audio``) or PE-AV (``pe_audio_video``: its audio-text part)
     checkpoint with its tokenizer on ``device``."""
-    from pathlib import Path
-
     from transformers import AutoConfig, AutoTokenizer, PeAudioModel
 
     extra = {"revision": revision} if revision else {}
     try:
         config = AutoConfig.from_pretrained(model_id, **extra)
         if config.model_type == "pe_audio_video":
-            from transformers import PeAudioVideoModel
-
-            try:
-                full = PeAudioVideoModel.from_pretrained(model_id, **extra)
-            except ImportError as exc:
-                raise ImportError(
-                    f"{model_id} is a PE-AV checkpoint: transformers builds its video tower (not "
-                    f"used here) with timm, so install it (pip install timm) ({exc})"
-                ) from None
-            model = full.audio_model
-            del full  # the video and audio-video towers are not needed
+            model = load_audio_part(model_id, config, revision=revision)
         else:
             model = PeAudioModel.from_pretrained(model_id, **extra)
         tokenizer = AutoTokenizer.from_pretrained(model_id, **extra)

@@ -123,3 +123,125 @@ def test_loads_from_the_offline_hub_cache(tiny_pe_audio, tmp_path, monkeypatch):
 def test_reduced_precision_audio_is_checked_like_laion(pe, min_cosine_to_fp32):
     """precision='auto' checks the family's audio tower on the probe clip, as for LAION-CLAP."""
     assert pe.precision_check("bf16") > min_cosine_to_fp32("bf16")
+
+
+# ---- PE-AV (pe_audio_video) checkpoints: the audio-text part without the video tower ----------
+@pytest.fixture(scope="module")
+def tiny_pe_av(tmp_path_factory):
+    """The weights of ``tiny_pe_audio`` (same seed) saved in the PE-AV layout, one file."""
+    from clap_helpers.devtools.fixtures.tiny_pe_audio import make_tiny_pe_audio
+
+    return make_tiny_pe_audio(tmp_path_factory.mktemp("pe-av") / "m", layout="pe_audio_video")
+
+
+@pytest.fixture
+def no_timm(monkeypatch):
+    """``import timm`` fails, as on this machine: the loader must not need it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)
+
+
+def _same_embeddings(a, b):
+    x = [_sound(3.0, 11), _sound(0.9, 12)]
+    texts = ["a dog barking", "rain on a roof"]
+    for ea, eb in (
+        (a.embed_waveforms(x), b.embed_waveforms(x)),
+        (a.embed_text(texts), b.embed_text(texts)),
+    ):
+        np.testing.assert_allclose(ea, eb, atol=1e-6)
+        assert (ea * eb).sum(1).min() > 0.9999
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_pe_av_checkpoint_loads_its_audio_text_part_without_timm(
+    tiny_pe_audio, pe, tmp_path, no_timm, shards
+):
+    import json
+
+    from safetensors import safe_open
+    from transformers import PeAudioModel
+
+    from clap_helpers.devtools.fixtures.tiny_pe_audio import make_tiny_pe_audio
+
+    path = make_tiny_pe_audio(tmp_path / "av", layout="pe_audio_video", shards=shards)
+    assert json.loads((path / "config.json").read_text())["model_type"] == "pe_audio_video"
+    files = sorted(path.glob("*.safetensors"))
+    assert len(files) == shards and (
+        (path / "model.safetensors.index.json").exists() == (shards > 1)
+    )
+    keys = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            keys |= set(st.keys())
+    assert any(k.startswith("video_model.") for k in keys)  # a video tower the loader must skip
+    assert any(k.startswith("text_model.") for k in keys)
+    assert not any(k.startswith("audio_model.text_model.") for k in keys)  # tied copy dropped
+    assert detect_family(str(path)) == "pe-audio"
+    av = load_clap(path, "cpu", "fp32", cache_dir=False, num_workers=0)
+    assert type(av.family.model) is PeAudioModel and av.dim == 64
+    plain = PeAudioModel.from_pretrained(tiny_pe_audio).state_dict()
+    loaded = av.family.model.state_dict()
+    assert loaded.keys() == plain.keys()
+    assert all(torch.equal(loaded[k], plain[k]) for k in plain)
+    assert av.logit_scale == pytest.approx(pe.logit_scale)
+    _same_embeddings(av, pe)
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_pe_av_loads_from_the_offline_hub_cache(pe, tmp_path, monkeypatch, no_timm, shards):
+    import shutil
+
+    from huggingface_hub import constants
+
+    from clap_helpers.devtools.fixtures.tiny_pe_audio import make_tiny_pe_audio
+
+    tiny_pe_av = make_tiny_pe_audio(tmp_path / "av", layout="pe_audio_video", shards=shards)
+
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    commit = "d" * 40
+    repo = hub / "models--facebook--fake-pe-av"
+    shutil.copytree(tiny_pe_av, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    av = load_clap("facebook/fake-pe-av", "cpu", "fp32", cache_dir=False, num_workers=0)
+    assert av.family.name == "pe-audio" and av.revision == commit
+    _same_embeddings(av, pe)
+    with pytest.raises(OSError, match="not in the Hugging Face cache"):
+        load_clap("facebook/not-cached-pe-av", "cpu", "fp32", cache_dir=False)
+
+
+def _rewrite(src, dest, edit):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    tensors = edit(load_file(str(dest / "model.safetensors")))
+    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+def test_pe_av_key_layouts_and_errors(tiny_pe_av, pe, tmp_path, no_timm):
+    # the text tower stored under its tied name audio_model.text_model.* loads the same
+    def untie(t):
+        return {("audio_model." + k if k.startswith("text_model.") else k): v for k, v in t.items()}
+
+    untied = _rewrite(tiny_pe_av, tmp_path / "untied", untie)
+    _same_embeddings(load_clap(untied, "cpu", "fp32", cache_dir=False, num_workers=0), pe)
+    # a missing weight of the audio-text part is an error naming it, not a random init
+    gone = "audio_model.audio_head.proj.weight"
+    lacking = _rewrite(
+        tiny_pe_av, tmp_path / "lacking", lambda t: {k: v for k, v in t.items() if k != gone}
+    )
+    with pytest.raises(ValueError, match=f"lacks 1 weight.*{gone}"):
+        load_clap(lacking, "cpu", "fp32", cache_dir=False)
+    # an audio_model.* weight PeAudioModel has no place for is reported
+    extra = _rewrite(
+        tiny_pe_av, tmp_path / "extra", lambda t: {**t, "audio_model.new.weight": torch.ones(2)}
+    )
+    with pytest.warns(UserWarning, match="audio_model.new.weight"):
+        load_clap(extra, "cpu", "fp32", cache_dir=False)
