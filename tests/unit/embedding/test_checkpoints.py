@@ -198,3 +198,16 @@ def test_load_clap_from_urls(server, tmp_path):
     enc = ch.load_clap(url, text_model=str(text), **opts)  # detected, from the cache
     assert enc.family.name == "m2d-clap"
     assert len(server.requests) == 3
+
+
+def test_tar_without_folder_unpacked_into_its_name(server, tmp_path):
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("weights.pt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    url = server.add("release-1.tar.gz", buf.getvalue())
+    path = fetch_checkpoint(url, cache_dir=tmp_path / "cache", progress=False)
+    assert path.parent.name == "release-1" and path.read_bytes() == b"abc"
