@@ -169,10 +169,10 @@ def fetch_checkpoint(
         )
     if folder.exists():  # an unfinished earlier attempt: keep only a resumable .part
         for child in folder.iterdir():
-            if child.name != name + ".part":
-                shutil.rmtree(
-                    child
-                ) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            elif child.name != name + ".part":
+                child.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / (name + ".part")
     try:
