@@ -92,7 +92,9 @@ def load_clap(
 
     Args:
         model: e.g. ``laion/clap-htsat-unfused``, ``laion/clap-htsat-fused``,
-            ``laion/larger_clap_music``, or a folder (the tiny fixture model included).
+            ``laion/larger_clap_music``, or a folder (the tiny fixture model included), a
+            checkpoint file, or its ``http(s)://`` release URL (fetched once into the checkpoint
+            cache; ``checksum=``, ``checkpoint_cache=``: :mod:`clap_helpers.embedding.checkpoints`).
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` picks the fastest
             precision for the device (see :func:`resolve_precision`) and checks on a probe clip

@@ -262,9 +262,20 @@ def load_family(
     revision: str | None = None,
     **kwargs,
 ) -> ModelFamily:
-    """Load ``model`` (hub id, local folder or checkpoint file) as a :class:`ModelFamily` on
-    ``device``; ``family`` skips detection; ``kwargs`` go to the family's loader."""
+    """Load ``model`` (hub id, local folder, checkpoint file or its ``http(s)://`` release URL)
+    as a :class:`ModelFamily` on ``device``; ``family`` skips detection; ``kwargs`` go to the
+    family's loader, except ``checksum`` (``"sha256:<hex>"`` of a URL's download) and
+    ``checkpoint_cache`` (where URLs are cached), see :mod:`clap_helpers.embedding.checkpoints`.
+    A URL, and any loader option given as a URL (e.g. ``bpe_vocab``), is fetched once into that
+    cache and the family is detected from the local file."""
+    from ..checkpoints import is_url, resolve_checkpoint
+
     _import_builtin()
+    checksum, cache = kwargs.pop("checksum", None), kwargs.pop("checkpoint_cache", None)
+    model = resolve_checkpoint(model, checksum=checksum, cache_dir=cache)
+    kwargs = {
+        k: resolve_checkpoint(v, cache_dir=cache) if is_url(v) else v for k, v in kwargs.items()
+    }
     model_id = check_model(model, needs_config=family is None)
     if family is None:
         family = detect_family(model_id, revision)
