@@ -43,14 +43,22 @@ class ClapWarning(UserWarning):
 
 
 _python_format = warnings.formatwarning
+# Messages already shown. Python's "once" alone is not enough: CPython forgets what it has shown
+# whenever any package changes the warning filters (importing scipy or sympy does, and loading a
+# model imports them), so a comparison of five models printed the same warning five times.
+_SHOWN: set[str] = set()
 
 
 def format_warning(message, category, filename, lineno, line=None) -> str:
     """``warnings.formatwarning`` for the package's warnings: ``"Category: message"`` on one
-    line; any other warning keeps the format it had."""
+    line, and nothing for a message already shown in this process; any other warning keeps the
+    format it had."""
     if isinstance(category, type) and issubclass(category, ClapWarning):
-        text = " ".join(str(message).split())
-        return f"{category.__name__}: {text}\n"
+        text = f"{category.__name__}: {' '.join(str(message).split())}\n"
+        if text in _SHOWN:
+            return ""
+        _SHOWN.add(text)
+        return text
     return _python_format(message, category, filename, lineno, line)
 
 

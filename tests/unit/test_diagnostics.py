@@ -50,6 +50,19 @@ def test_the_same_message_is_shown_once_a_new_one_again():
     ]
 
 
+def test_once_survives_other_packages_changing_the_filters():
+    """CPython clears its "once" memory whenever the filters change (scipy and sympy add filters
+    on import, i.e. while a model loads): the message must still be shown only once."""
+    tag = uuid.uuid4().hex
+
+    def emit():
+        warnings.warn(f"z{tag}.wav: truncated", EmbeddingWarning, stacklevel=1)
+        warnings.filterwarnings("ignore", message="unrelated message of another package")
+        warnings.warn(f"z{tag}.wav: truncated", EmbeddingWarning, stacklevel=1)
+
+    assert _shown(emit).splitlines() == [f"EmbeddingWarning: z{tag}.wav: truncated"]
+
+
 def test_other_warnings_keep_pythons_format():
     text = _shown(lambda: warnings.warn("plain", UserWarning, stacklevel=1))
     assert "UserWarning: plain" in text and "test_diagnostics.py" in text
