@@ -219,14 +219,17 @@ def embed_runs(
 
 def spread_table(runs: Mapping[str, ModelRun]) -> pd.DataFrame:
     """The :func:`text_spread` of every run and prompt strategy (05_fma): index ``setup``
-    (``"run / strategy"``), columns ``model``, ``max_cosine``, ``mean_cosine``, ``min_cosine``,
-    ``closest_pair`` (``"a / b"``) and ``collinear``."""
+    (``"run / strategy"``), columns ``model`` (its short name,
+    :func:`clap_helpers.evaluation.model_comparison.display_name`: no machine path), ``max_cosine``,
+    ``mean_cosine``, ``min_cosine``, ``closest_pair`` (``"a / b"``) and ``collinear``."""
+    from .model_comparison import display_name
+
     rows = {}
     for name, run in runs.items():
         for strategy, sp in run.spread.items():
             pair = sp["closest_pair"]
             rows[f"{name} / {strategy}"] = {
-                "model": run.model,
+                "model": display_name(run.model),
                 "max_cosine": sp["max_cosine"],
                 "mean_cosine": sp["mean_cosine"],
                 "min_cosine": sp["min_cosine"],

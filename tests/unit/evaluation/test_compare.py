@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -214,6 +215,7 @@ def test_embed_runs_on_the_tiny_model(tiny_clap, data_root, tmp_path):
         "first / ensemble",
     ]
     assert spread.loc["avg / template", "max_cosine"] == avg.spread["template"]["max_cosine"]
+    assert set(spread["model"]) == {Path(avg.model).name}  # the short name, no machine path
     assert not spread["collinear"].any()
 
 
