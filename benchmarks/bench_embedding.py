@@ -500,7 +500,6 @@ def breakdown(probe: Probe, t0: float, run: dict) -> dict:
 
 def run_naive(model, processor, paths, device) -> tuple[dict, np.ndarray]:
     """The course project's loop: decode, numpy extractor, fp32 model, one clip at a time."""
-    import torch
     import torch.nn.functional as F
 
     from clap_helpers.data.audio import CLAP_SAMPLE_RATE, load_audio
@@ -512,6 +511,14 @@ def run_naive(model, processor, paths, device) -> tuple[dict, np.ndarray]:
         out = model.get_audio_features(input_features=inputs["input_features"].to(device), **kwargs)
         emb = out.pooler_output if hasattr(out, "pooler_output") else out
         return F.normalize(emb.float(), dim=-1).cpu().numpy()[0]
+
+    return _time_one_by_one(one, paths, device)
+
+
+def _time_one_by_one(one, paths, device) -> tuple[dict, np.ndarray]:
+    """Time ``one(path) -> (D,)`` over ``paths`` in fp32 without gradients, after one untimed
+    warm-up call: (stats, (N, D) embeddings). The naive loops of both model kinds use it."""
+    import torch
 
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         one(paths[0])  # warm-up, untimed
@@ -537,15 +544,7 @@ def run_naive_family(enc, paths, device) -> tuple[dict, np.ndarray]:
         emb = enc.family.audio_tower(*enc.family.features(x, torch.tensor([x.shape[1]])))
         return F.normalize(emb.float(), dim=-1).cpu().numpy()[0]
 
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        one(paths[0])  # warm-up, untimed
-        _sync(device)
-        usage, t0 = Usage().start(), time.perf_counter()
-        rows = [one(p) for p in paths]
-        _sync(device)
-        seconds, used = time.perf_counter() - t0, usage.stop()
-    stats = {"clips": len(paths), "seconds": seconds, "clips_per_s": len(paths) / seconds}
-    return {**stats, **used}, np.stack(rows)
+    return _time_one_by_one(one, paths, device)
 
 
 def floor_features(enc, paths, batch_size):
