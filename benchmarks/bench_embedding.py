@@ -418,7 +418,7 @@ def probed(enc):
     from clap_helpers.embedding.cache import EmbeddingStore
 
     probe = Probe(enc.device)
-    enc._embed_decoded = probe.wrap("batch", enc._embed_decoded)
+    enc._embed_clips = probe.wrap("batch", enc._embed_clips)
     family = enc.family  # any model family
     family.features = probe.wrap("frontend", family.features)
     backend = enc.backend  # any backend (OpenVINO never calls the tower's forward)
@@ -429,7 +429,7 @@ def probed(enc):
     try:
         yield probe
     finally:
-        del enc._embed_decoded, family.features
+        del enc._embed_clips, family.features
         enc.backend = backend
         for name, fn in originals.items():
             setattr(EmbeddingStore, name, fn)
@@ -566,10 +566,16 @@ def floor_features(enc, paths, batch_size):
 def run_floor(enc, paths, batch_size, n_clips, device, backend=None) -> dict:
     """Model only (``backend(*feats)`` + normalise + copy to the host, as ``_audio_forward``
     does after the front-end) on features made beforehand; default backend: the encoder's."""
+    import torch
     import torch.nn.functional as F
 
     backend = backend or enc.backend
     feats, frontend_s = floor_features(enc, paths, batch_size)
+    frontend_ms = 1e3 * frontend_s / batch_size
+    streams = getattr(backend, "streams", 1)  # OpenVINO streams each run their own batch:
+    if streams > 1:  # give every stream one per call, as the pipeline does
+        feats = tuple(torch.cat([f] * streams) for f in feats)
+        batch_size *= streams
 
     def step():
         return F.normalize(backend(*feats).float(), dim=-1).cpu()
@@ -592,8 +598,8 @@ def run_floor(enc, paths, batch_size, n_clips, device, backend=None) -> dict:
         "ms_per_window": 1e3 * seconds / clips_done,
         **used,
         "feature_shape": [list(f.shape) for f in feats],
-        "frontend_ms_per_clip": 1e3 * frontend_s / batch_size,  # one batch, for reference
-        "embeddings": emb.numpy().tolist(),
+        "frontend_ms_per_clip": frontend_ms,  # one batch, for reference
+        "embeddings": emb[: batch_size // streams].numpy().tolist(),  # one copy of the batch
     }
 
 
@@ -681,12 +687,14 @@ def _parallel_worker(plan, precision, backend, models, batch, n_batches, threads
         plan["model"], "cpu", precision, backend=backend, cache_dir=models, num_workers=0
     )
     feats, _ = floor_features(enc, plan["paths"], batch)
+    streams = getattr(enc.backend, "streams", 1)  # one batch per OpenVINO stream and call
+    feats = tuple(torch.cat([f] * streams) for f in feats)
     enc.backend(*feats)  # warm-up
     barrier.wait()
     t0 = time.perf_counter()
     for _ in range(n_batches):
         emb = F.normalize(enc.backend(*feats).float(), dim=-1)
-    queue.put((time.perf_counter() - t0, emb.numpy()))
+    queue.put((time.perf_counter() - t0, n_batches * batch * streams, emb[:batch].numpy()))
 
 
 def run_parallel(plan, args, info, models, batch, n) -> dict:
@@ -723,9 +731,9 @@ def run_parallel(plan, args, info, models, batch, n) -> dict:
         results = [queue.get() for _ in workers]
         for w in workers:
             w.join()
-        slowest = max(s for s, _ in results)
-        out[f"{procs}x{threads}"] = procs * n_batches * batch / slowest
-        embs += [e for _, e in results]
+        slowest = max(s for s, _, _ in results)
+        out[f"{procs}x{threads}"] = sum(n for _, n, _ in results) / slowest
+        embs += [e for _, _, e in results]
     out["ratio"] = out[f"{n}x1"] / out[f"1x{n}"]
     out["bit_identical"] = all(np.array_equal(embs[0], e) for e in embs[1:])
     return out
@@ -792,6 +800,16 @@ def measure(plan: dict) -> dict:
         )
         log(f"pipeline, cached re-run: {len(paths)} clips")
         res["cached"], emb_cached = run_pipeline(enc, paths, args.batch_size, work / "big", device)
+        if enc._featurizer() is not None:  # the same run with the front-end in the main process
+            log(f"pipeline, front-end in the main process: {len(paths)} clips")
+            enc.features_in_workers = False
+            try:
+                res["pipeline_main_frontend"], emb_main = run_pipeline(
+                    enc, paths, args.batch_size, work / "main-frontend", device
+                )
+            finally:
+                enc.features_in_workers = True
+            res["pipeline_main_frontend"]["max_abs_diff"] = float(np.abs(emb_main - emb).max())
         k = min(len(small), len(paths))
         res["checks"] = {
             "small_vs_big_max_abs_diff": float(np.abs(emb_small[:k] - emb[:k]).max()),
@@ -943,22 +961,31 @@ def backend_report(res: dict) -> list[str]:
             f"{r['clips_per_s']:>9.2f}"
             f"{r['vs_eager_bf16']:>13.2f}x{r['cosine_to_fp32']:>10.6f}"
         )
-    lines += ["", "  pipeline (embed_audio end to end, empty cache) per backend"]
-    lines.append(
-        f"    {'backend':<40}{'clips/s':>9}{'cpu ms/clip':>12}{'vs eager bf16 fwd':>18}"
-        f"{'vs naive':>9}{'2000 clips':>11}{'cos naive':>10}"
-    )
-    for name, b in res.get("backends", {}).items():
-        p = b.get("pipeline")
-        if not p:
-            continue
-        ratio = f"{p['clips_per_s'] / bf16:.2f}x" if bf16 else "n/a"
+    eager = max((r["clips_per_s"] for r in res.get("variants", [])
+                 if r["name"] in ("eager fp32", "eager bf16 autocast")), default=None)  # fmt: skip
+    lines += [
+        "",
+        "  pipeline (embed_audio end to end, empty cache) per backend; 'vs eager fwd': against the",
+        "  faster of the eager fp32 and eager bf16 autocast forward passes (what precision='auto'",
+        "  ran before the backends: bf16 autocast where bf16 is fast, fp32 elsewhere)",
+        f"    {'backend':<44}{'clips/s':>8}{'cpu ms/clip':>12}{'vs eager bf16':>14}"
+        f"{'vs eager fwd':>13}{'vs naive':>9}{'2000 clips':>11}{'cos naive':>10}",
+    ]
+    rows = [(f"{n} ({b['key']})", b["pipeline"], b.get("min_cosine_to_naive_fp32"))
+            for n, b in res.get("backends", {}).items() if b.get("pipeline")]  # fmt: skip
+    if res.get("pipeline_main_frontend"):
+        first = next(iter(res["backends"]))
+        rows.insert(1, (f"{first}, front-end in the main process", res["pipeline_main_frontend"],
+                        None))  # fmt: skip
+    for label, p, cos in rows:
         lines.append(
-            f"    {name + ' (' + b['key'] + ')':<40}{p['clips_per_s']:>9.2f}"
-            f"{1e3 * (p['cpu_s'] + p['workers_cpu_s']) / p['clips']:>12.1f}{ratio:>18}"
-            f"{p['clips_per_s'] / res['naive']['clips_per_s']:>8.2f}x"
+            f"    {label:<44}{p['clips_per_s']:>8.2f}"
+            f"{1e3 * (p['cpu_s'] + p['workers_cpu_s']) / p['clips']:>12.1f}"
+            + (f"{p['clips_per_s'] / bf16:>13.2f}x" if bf16 else f"{'n/a':>14}")
+            + (f"{p['clips_per_s'] / eager:>12.2f}x" if eager else f"{'n/a':>13}")
+            + f"{p['clips_per_s'] / res['naive']['clips_per_s']:>8.2f}x"
             f"{REFERENCE_CLIPS / p['clips_per_s']:>10.0f}s"
-            f"{b.get('min_cosine_to_naive_fp32', float('nan')):>10.6f}"
+            + (f"{cos:>10.6f}" if cos is not None else f"{'':>10}")
         )
     lines += ["", "  first-call cost (load_clap, converted-model cache empty, then reused)"]
     for name, b in res.get("backends", {}).items():
@@ -1054,7 +1081,7 @@ def report(res: dict) -> str:
         ]
         labels = {
             "model": "model (audio tower, via the backend)",
-            "frontend": "log-mel front-end (torch)",
+            "frontend": "front-end in this process (see below)",
             "collation_pooling": "windows, collation, pooling",
             "cache": "cache lookup / writes",
             "waiting_for_decode_and_other": "waiting for decoded batches, start-up, other",
@@ -1071,6 +1098,11 @@ def report(res: dict) -> str:
             f"resample {res['decode_ms_per_clip_serial']:.1f} ms/clip serially in one process; "
             f"front-end alone {res['floor']['frontend_ms_per_clip']:.1f} ms/clip",
         ]
+        if res.get("pipeline_main_frontend"):
+            lines.append(
+                "    (the front-end runs in the decode workers, so its time is in theirs; the "
+                "pipeline below with it in this process shows the difference)"
+            )
     lines += backend_report(res)
     c = res["checks"]
     lines += [

@@ -10,8 +10,11 @@ way: ``backend(*feats) -> (B, D) float32``.
 - :class:`OpenVinoBackend`: the tower converted to OpenVINO once (``openvino.convert_model``,
   dynamic batch, fp32 weights), saved in ``<cache_dir>/openvino/<key>/`` (written to a temporary
   folder, then renamed: atomic), and compiled for the CPU with the ``bf16`` or ``f32`` inference
-  precision hint. Every call runs a fixed batch (a partial batch is zero-padded, a larger one
-  split), so a row never depends on the rows beside it.
+  precision hint. Every inference runs a fixed batch (a partial batch is zero-padded, a larger
+  call split), so a row never depends on the rows beside it; with 2 threads or more, two
+  inference streams run two batches at once (:func:`default_streams`), which is why the encoder
+  hands it all the windows of a decoded batch in one call. Threads are pinned to cores only
+  when the process uses every core (:func:`usable_cores`).
 
 :func:`choose_backend` implements ``backend="auto"``: OpenVINO on a CPU when the package is
 installed, the export works and its embedding of a probe clip is within cosine
@@ -55,9 +58,11 @@ __all__ = [
     "TorchBackend",
     "choose_backend",
     "default_backend",
+    "default_streams",
     "openvino_cache_path",
     "probe_clip",
     "torch_backend",
+    "usable_cores",
 ]
 
 BACKENDS = ("auto", "torch", "openvino")
@@ -80,6 +85,14 @@ class BackendUnavailable(RuntimeError):
 def default_backend() -> str:
     """``$CLAP_HELPERS_BACKEND`` if set (``auto``, ``torch`` or ``openvino``), else ``"auto"``."""
     return os.environ.get("CLAP_HELPERS_BACKEND") or "auto"
+
+
+def default_streams(threads: int | None = None) -> int:
+    """OpenVINO inference streams for ``threads`` (default ``torch.get_num_threads()``): 2 where
+    there are 2 threads or more, else 1. Two streams, each running its own batch on half the
+    threads, beat one stream on all threads in the pipeline on a 2-core AVX2 EPYC (the decode
+    worker then slows one stream, not every layer of both threads): usage.md, Performance."""
+    return 2 if (threads or torch.get_num_threads()) >= 2 else 1
 
 
 def probe_clip(
@@ -106,6 +119,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    batches_itself = False  # the caller keeps calls small (model_batch_size on a CPU)
 
     def __init__(self, module, device: torch.device, precision: str = "fp32", weights=None):
         self.device, self.precision = device, precision
@@ -170,7 +184,13 @@ class OpenVinoBackend:
         cache_path: folder of the converted model (:func:`openvino_cache_path`); reused if it
             holds one, else written atomically. ``None``: convert in memory, every time.
         batch: windows per inference call; partial batches are zero-padded.
-        threads: inference threads (default: ``torch.get_num_threads()``).
+        threads: inference threads (default: ``torch.get_num_threads()``); threads are pinned to
+            cores only when they are as many as the usable cores.
+        streams: inference streams: batches run this many at a time, each on ``threads //
+            streams`` threads (OpenVINO's throughput mode), so a call with more rows than
+            ``batch`` keeps every core busy without threads waiting for each other
+            (default 1: one batch at a time on all ``threads``). Each batch's numbers do not
+            depend on the streams.
 
     Attributes: ``conversion_s`` (0 when read from the cache), ``compile_s``, ``converted``.
 
@@ -180,13 +200,17 @@ class OpenVinoBackend:
     """
 
     name = "openvino"
+    batches_itself = True  # any number of rows per call: cut into ``batch``-row inferences
 
-    def __init__(self, module, example, precision="fp32", cache_path=None, batch=4, threads=None):
+    def __init__(
+        self, module, example, precision="fp32", cache_path=None, batch=4, threads=None, streams=1
+    ):
         ov = _import_openvino()
         if precision not in _OV_HINTS:
             raise BackendUnavailable(f"OpenVINO runs fp32 or bf16 here, not {precision}")
         self.precision, self.batch = precision, int(batch)
         self.threads = threads or torch.get_num_threads()
+        self.streams = max(1, min(int(streams), self.threads))
         self.cosine: float | None = None
         example = tuple(example)
         t0 = time.perf_counter()
@@ -217,9 +241,16 @@ class OpenVinoBackend:
             config = {
                 "INFERENCE_PRECISION_HINT": _OV_HINTS[precision],
                 "INFERENCE_NUM_THREADS": self.threads,
-                "PERFORMANCE_HINT": "LATENCY",
+                "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
+                "NUM_STREAMS": self.streams,
+                # OpenVINO pins its threads to cores; processes that each use fewer threads
+                # than there are cores (Ray actors, --parallel) were all pinned to the same
+                # cores: two 1-thread processes ran at 0.6x of one (bench_embedding.py
+                # --parallel 2). Pin only when this process uses every core.
+                "ENABLE_CPU_PINNING": self.threads >= usable_cores(),
             }
-            self.request = core.compile_model(model, "CPU", config).create_infer_request()
+            self.compiled = core.compile_model(model, "CPU", config)
+            self.requests = ov.AsyncInferQueue(self.compiled, self.streams)
         except Exception as exc:  # noqa: BLE001 - any compile failure means: use torch
             raise BackendUnavailable(f"OpenVINO could not compile the model ({exc})") from None
         self.compile_s = time.perf_counter() - t0
@@ -229,23 +260,43 @@ class OpenVinoBackend:
     def __repr__(self) -> str:
         how = "converted" if self.converted else "cached model"
         first = f"{self.conversion_s:.1f} s conversion + " if self.converted else ""
-        return f"openvino ({self.precision} hint, {how}, {first}{self.compile_s:.1f} s compile)"
+        streams = f", {self.streams} streams" if self.streams > 1 else ""
+        return (
+            f"openvino ({self.precision} hint, {how}, {first}{self.compile_s:.1f} s compile"
+            f"{streams})"
+        )
 
     def __call__(self, *feats: torch.Tensor) -> torch.Tensor:
         shapes = [tuple(f.shape[1:]) for f in feats]
         if shapes != self.shapes:  # never run a static model on other shapes: wrong numbers
             raise ValueError(f"OpenVINO model compiled for inputs {self.shapes}, got {shapes}")
         n_rows = feats[0].shape[0]
-        out = []
+        parts: dict[int, np.ndarray] = {}
+        self.requests.set_callback(
+            lambda request, start: parts.__setitem__(
+                start, request.get_output_tensor(0).data.copy()
+            )
+        )
         for start in range(0, n_rows, self.batch):
             part = [f[start : start + self.batch].detach().cpu().numpy() for f in feats]
             n = part[0].shape[0]
             if n < self.batch:  # zero rows after the real ones: every call has the same shape
                 part = [np.concatenate([p, np.zeros((self.batch - n, *p.shape[1:]), p.dtype)])
                         for p in part]  # fmt: skip
-            res = self.request.infer([np.ascontiguousarray(p) for p in part])
-            out.append(torch.from_numpy(np.array(res[0][:n], dtype=np.float32)))
-        return torch.cat(out) if out else torch.zeros((0, 0))
+            self.requests.start_async([np.ascontiguousarray(p) for p in part], start)
+        self.requests.wait_all()
+        if not parts:
+            return torch.zeros((0, 0))
+        rows = [parts[start][: min(self.batch, n_rows - start)] for start in sorted(parts)]
+        return torch.from_numpy(np.concatenate(rows).astype(np.float32, copy=False))
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or taskset's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _import_openvino():
@@ -313,6 +364,7 @@ def choose_backend(
     fused: bool = False,
     openvino: bool = True,
     batch: int = 4,
+    streams: int | None = None,
 ):
     """The backend to run ``tower`` with, checked on the probe clip's features ``probe`` (a
     tuple, or a function returning it: only called when a check is needed).
@@ -326,10 +378,12 @@ def choose_backend(
     (:func:`openvino_cache_path` of ``model_key`` = (model id, revision) and ``family`` = its
     name and settings; None: not cached). ``fused`` (LAION fused checkpoints) or
     ``openvino=False`` (a family whose tower does not export): no OpenVINO (and, for
-    ``"auto"``, no warning: that family always runs PyTorch).
+    ``"auto"``, no warning: that family always runs PyTorch). ``streams``: OpenVINO inference
+    streams (default :func:`default_streams`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    streams = default_streams() if streams is None else streams
     wanted = resolve_precision(precision, device)
     if backend == "torch" and wanted == "fp32":
         return TorchBackend(tower, device, "fp32")
@@ -342,7 +396,7 @@ def choose_backend(
         if reason is None:
             try:
                 path = cache_root and openvino_cache_path(cache_root, *model_key, probe, family)
-                ov_backend = OpenVinoBackend(tower, probe, wanted, path, batch)
+                ov_backend = OpenVinoBackend(tower, probe, wanted, path, batch, streams=streams)
                 ov_backend.cosine = _cosine(ov_backend(*probe), ref)
                 if backend == "openvino" or ov_backend.cosine >= MIN_COSINE_OPENVINO:
                     return ov_backend

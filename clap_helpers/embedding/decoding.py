@@ -1,10 +1,21 @@
-"""Decoding audio files for the encoder, in worker processes: one file per item, failures as notes.
+"""Turning audio files into model inputs, in worker processes: decoding, windows and (on a CPU)
+the front-end; one file per item, failures as notes.
 
 :class:`DecodeDataset` turns file paths into mono waveforms at the model family's rate
 (default 48 kHz) through
 :func:`clap_helpers.data.audio.load_audio`; a file that cannot be decoded (or runs out of memory)
 gives ``None`` and its reason instead of an exception, so one bad file never stops a run. The
 single-process encoder and the Ray pipeline (:mod:`.distributed`) decode with this same code.
+
+:func:`window_plan` says which windows of a clip the model sees (the encoder's one windowing
+rule). :class:`WindowFeatures` computes a clip's window features right after decoding, for
+families whose front-end gives every window the same shape whatever its batch
+(:attr:`clap_helpers.embedding.families.base.ModelFamily.window_frontend`): on a CPU the encoder
+hands it to :class:`DecodeDataset`, so the log-mel runs in the decode worker, in parallel with
+the model, and the worker sends features (256 kB per 10 s LAION window) instead of waveforms
+(1.9 MB). The features are bit-identical to those computed in the main process per model batch
+(the front-end is row-independent and thread-count independent): this changes speed, not
+features.
 
 Used by: every notebook that embeds audio (02-11), through :class:`~clap_helpers.ClapEncoder`.
 """
@@ -19,12 +30,76 @@ import torch
 
 from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS, AudioError, load_audio
 
-__all__ = ["DecodeDataset", "collate", "worker_init"]
+__all__ = [
+    "DecodeDataset",
+    "WINDOW_CHUNK",
+    "WindowFeatures",
+    "collate",
+    "window_plan",
+    "worker_init",
+]
+
+WINDOW_CHUNK = 8  # windows of one clip featurised together (bounds memory for very long clips)
+
+
+def window_plan(
+    n_samples: int, window_samples: int | None, sample_rate: int, mode: str
+) -> list[tuple[int, int]]:
+    """The model inputs of a clip of ``n_samples``: ``[(start, length)]`` in samples.
+
+    A clip that fits one window (or a family without a window, ``window_samples=None``, or
+    ``mode="fusion"``) is one input of its own length: the front-end fills it by its padding
+    rule, so a short clip is never padded to a full window here. A longer clip is cut into
+    consecutive windows (as :func:`clap_helpers.embedding.frontend.split_windows`: a partial
+    tail is kept when it holds at least one second, or one window if that is shorter);
+    ``mode="first"`` keeps the first window only.
+    """
+    size = window_samples
+    if size is None or mode == "fusion" or n_samples <= size:
+        return [(0, n_samples)]
+    starts = list(range(0, n_samples - size + 1, size))
+    if n_samples - (starts[-1] + size) >= min(sample_rate, size):
+        starts.append(starts[-1] + size)  # partial tail window
+    plan = [(s, min(size, n_samples - s)) for s in starts]
+    return plan[:1] if mode == "first" else plan
+
+
+class WindowFeatures:
+    """A clip's window features, computed where it is decoded: ``(T,) -> tuple of (W, ...)``
+    tensors, W = its windows (:func:`window_plan`), fp32 on the CPU.
+
+    Args:
+        frontend: ``frontend(waveforms (B, T), lengths (B,)) -> tuple`` of the audio tower's
+            inputs, row-independent and the same shape for every window (a family's
+            ``window_frontend``), on the CPU and picklable.
+        window_samples, sample_rate, mode: the encoder's windowing (see :func:`window_plan`).
+    """
+
+    def __init__(self, frontend, window_samples: int | None, sample_rate: int, mode: str):
+        self.frontend = frontend
+        self.window_samples = window_samples
+        self.sample_rate = int(sample_rate)
+        self.mode = mode
+
+    @torch.inference_mode()
+    def __call__(self, waveform: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, ...]:
+        x = torch.as_tensor(waveform).reshape(-1)
+        plan = window_plan(len(x), self.window_samples, self.sample_rate, self.mode)
+        parts = []
+        for first in range(0, len(plan), WINDOW_CHUNK):
+            chunk = plan[first : first + WINDOW_CHUNK]
+            batch = x.new_zeros((len(chunk), max(n for _, n in chunk)))
+            for j, (start, n) in enumerate(chunk):
+                batch[j, :n] = x[start : start + n]
+            lengths = torch.tensor([n for _, n in chunk])
+            parts.append(tuple(self.frontend(batch, lengths)))
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 class DecodeDataset(torch.utils.data.Dataset):
     """Decodes one file per item in a worker: -> (row, waveform (T,) float32 tensor or None, notes),
-    resampled to ``sample_rate``.
+    resampled to ``sample_rate``; with ``featurize`` (a :class:`WindowFeatures`), the clip's
+    window features (a tuple of (W, ...) tensors) instead of its waveform.
 
     A file that raises :class:`AudioError` or ``MemoryError`` gives ``None`` and the reason.
     """
@@ -36,8 +111,10 @@ class DecodeDataset(torch.utils.data.Dataset):
         int16_roundtrip: bool,
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
         sample_rate: int = CLAP_SAMPLE_RATE,
+        featurize: WindowFeatures | None = None,
     ):
         self.paths = list(paths)
+        self.featurize = featurize
         self.rows = list(rows)
         self.int16_roundtrip = int16_roundtrip
         self.max_seconds = max_seconds
@@ -60,10 +137,16 @@ class DecodeDataset(torch.utils.data.Dataset):
                 return row, None, [exc.reason]
             except MemoryError:
                 return row, None, [f"out of memory while decoding (max_seconds={self.max_seconds})"]
+            if self.featurize is not None:
+                try:
+                    payload = self.featurize(x)
+                except MemoryError:
+                    seconds = len(x) / self.sample_rate
+                    return row, None, [f"out of memory while computing features of {seconds:.0f} s"]
         # load_audio's warnings start with the path: keep only the reason, re-emitted in the parent.
         # A tensor (not an array) travels to the parent through shared memory instead of a pipe.
         notes = [str(w.message).removeprefix(f"{path}: ") for w in caught]
-        return row, torch.from_numpy(x), notes
+        return row, torch.from_numpy(x) if self.featurize is None else payload, notes
 
 
 def collate(items):

@@ -12,9 +12,11 @@ families share. How a run goes: cached rows are looked up first
 (:mod:`clap_helpers.embedding.cache`); the remaining files are decoded and resampled to the
 family's sample rate (48 kHz for LAION-CLAP) in DataLoader worker processes while the model
 runs; each clip is cut into consecutive windows of the family's length (10 s for LAION-CLAP);
-the family's front-end (for LAION-CLAP the batched torch log-mel,
-:mod:`clap_helpers.embedding.frontend`) and audio tower run on the chosen device and precision,
-the tower through a speed backend (:mod:`clap_helpers.embedding.backends`: eager PyTorch or OpenVINO);
+the family's front-end (for LAION-CLAP the torch log-mel, :mod:`clap_helpers.embedding.frontend`)
+runs on a CPU in the decode worker too, where the family allows it (its ``window_frontend``:
+:mod:`clap_helpers.embedding.decoding`), else per model batch on the chosen device; the audio
+tower runs on the chosen device and precision through a speed backend
+(:mod:`clap_helpers.embedding.backends`: eager PyTorch or OpenVINO);
 window embeddings of a clip are averaged (or only the first is kept) and re-normalised; finished
 rows go to the cache in atomic chunks. A file that fails to decode (unreadable, or out of memory)
 gives a NaN row, a warning naming it and an entry in :attr:`ClapEncoder.failures`; the run goes on.
@@ -45,11 +47,10 @@ from ..data.audio import DEFAULT_MAX_SECONDS
 from ..diagnostics import ClapWarning, bars_off, name_files, quiet_loading
 from . import backends
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
-from .decoding import DecodeDataset, collate, worker_init
+from .decoding import DecodeDataset, WindowFeatures, collate, window_plan, worker_init
 from .devices import resolve_device
 from .families.base import ModelFamily
 from .families.registry import load_family
-from .frontend import split_windows
 
 __all__ = [
     "ClapEncoder",
@@ -217,6 +218,9 @@ class ClapEncoder:
             embed (their rows are NaN).
         cache_flush_every: rows per cache chunk; an interrupted run redoes at most this many.
         model_batch_size: windows per model call (4 on CPU, None elsewhere: ``batch_size``).
+        features_in_workers: compute each clip's window features in the decode worker, where
+            the family has a ``window_frontend`` and runs on a CPU (default True; the numbers
+            are the same either way, only the speed differs).
         problems: ``[(path, problem)]`` of files that were embedded but are suspicious (silent,
             NaN samples set to 0, cut at ``max_seconds``), from the last call.
         max_seconds: files are decoded up to this many seconds (``None``: no limit).
@@ -256,6 +260,7 @@ class ClapEncoder:
         # Windows per model call. On a CPU, small batches are faster than large ones (fewer page
         # faults from large activations; see usage.md, Performance); elsewhere: batch_size.
         self.model_batch_size: int | None = _CPU_MODEL_BATCH if device.type == "cpu" else None
+        self.features_in_workers = True
 
     # -- the family's attributes --------------------------------------------------------------
     model_id = property(lambda self: self.family.model_id, doc="hub id, folder or file loaded")
@@ -340,27 +345,27 @@ class ClapEncoder:
         return self._features(*clip)
 
     @torch.inference_mode()
+    def _tower_forward(self, *feats: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, D) float32, L2-normalised, of a batch of features (B, ...)."""
+        return F.normalize(self.backend(*feats).float(), dim=-1).cpu()
+
     def _audio_forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) float32, L2-normalised, of windows (B, T) with true ``lengths``."""
-        emb = self.backend(*self._features(waveforms, lengths))
-        return F.normalize(emb.float(), dim=-1).cpu()
+        return self._tower_forward(*self._features(waveforms, lengths))
+
+    def _featurizer(self) -> WindowFeatures | None:
+        """Per-clip window features for the decode workers (see :attr:`features_in_workers`),
+        or None: features are computed per model batch in :meth:`_embed_decoded`."""
+        frontend = self.family.window_frontend
+        if not self.features_in_workers or self.device.type != "cpu" or frontend is None:
+            return None
+        return WindowFeatures(frontend, self.family.window_samples, self.sample_rate, self.window)
 
     def _clip_windows(self, n_samples: int) -> list[tuple[int, int]]:
-        """Model inputs of a clip of ``n_samples``: ``[(start, length)]`` of its windows.
-
-        A clip that fits one window is passed as it is (the front-end fills it by its padding
-        rule), so a batch is only padded to its longest clip, not to 10 s. Longer clips are cut
-        by :func:`clap_helpers.embedding.frontend.split_windows` (consecutive windows); only the plan is
-        computed here (on torch's ``meta`` device, no memory), the samples are copied batch by
-        batch in :meth:`_embed_decoded`.
-        """
-        size = self.family.window_samples
-        if size is None or self.window == "fusion" or n_samples <= size:
-            return [(0, n_samples)]
-        meta = torch.empty(n_samples, device="meta")
-        _, lengths = split_windows(meta, size, min_last=min(self.sample_rate, size))
-        plan = [(i * size, int(n)) for i, n in enumerate(lengths.tolist())]
-        return plan[:1] if self.window == "first" else plan
+        """Model inputs of a clip of ``n_samples``: ``[(start, length)]`` of its windows
+        (:func:`clap_helpers.embedding.decoding.window_plan`). Only the plan: the samples are
+        copied batch by batch in :meth:`_embed_decoded`."""
+        return window_plan(n_samples, self.family.window_samples, self.sample_rate, self.window)
 
     def embed_waveforms(self, waveforms: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Embed in-memory mono waveforms at :attr:`sample_rate` (48 kHz for LAION-CLAP and
@@ -377,13 +382,47 @@ class ClapEncoder:
             rows.append(self._embed_decoded(pending, batch_size))
         return np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
 
+    def _embed_clips(self, clips: Sequence, batch_size: int) -> np.ndarray:
+        """Clip embeddings (len(clips), D) of waveforms (T,) or, as the decode workers send
+        them (:meth:`_featurizer`), of per-clip window features (tuples of (W, ...) tensors)."""
+        if clips and isinstance(clips[0], tuple):
+            return self._embed_features(clips, batch_size)
+        return self._embed_decoded(clips, batch_size)
+
+    def _embed_features(self, clips: Sequence[tuple], batch_size: int) -> np.ndarray:
+        """Clip embeddings (len(clips), D) of per-clip window features (tuples of (W_i, ...)
+        tensors of one shape per window): ``min(batch_size, model_batch_size)`` windows per
+        model call, a clip's windows pooled as in :meth:`_embed_decoded`."""
+        batch_size = min(batch_size, self.model_batch_size or batch_size)
+        columns = [torch.cat(column) for column in zip(*clips, strict=True)]
+        counts = torch.tensor([len(c[0]) for c in clips])
+        owner = torch.repeat_interleave(torch.arange(len(clips)), counts)
+        if self.backend.batches_itself:  # e.g. OpenVINO: all rows at once, run in its streams
+            batch_size = max(1, len(owner))
+        emb = torch.empty((len(owner), self.dim))
+        for start in range(0, len(owner), batch_size):
+            part = [c[start : start + batch_size] for c in columns]
+            emb[start : start + len(part[0])] = self._tower_forward(*part)
+        return self._pool(emb, owner, len(clips))
+
+    @staticmethod
+    def _pool(emb: torch.Tensor, owner: torch.Tensor, n_clips: int) -> np.ndarray:
+        """Window embeddings (W, D) of clips ``owner`` (W,) -> (n_clips, D) normalised means."""
+        pooled = torch.zeros((n_clips, emb.shape[1])).index_add_(0, owner, emb)
+        return F.normalize(pooled, dim=-1).numpy()
+
     def _embed_decoded(self, clips: Sequence, batch_size: int) -> np.ndarray:
         """Clip embeddings (len(clips), D) of waveforms (T,): windows go to the model
-        ``min(batch_size, model_batch_size)`` at a time; a clip's windows are pooled.
+        ``min(batch_size, model_batch_size)`` at a time; a clip's windows are pooled. Where the
+        family allows it on a CPU, each clip's features are computed on their own first
+        (:meth:`_featurizer`, as in the decode workers) and :meth:`_embed_features` runs them.
 
         A model batch holds at most that many windows and at most that many 10 s of samples
         (a longer ``fusion`` clip goes alone), so a 30 min clip never becomes one big tensor.
         """
+        featurize = self._featurizer()
+        if featurize is not None:
+            return self._embed_features([featurize(x) for x in clips], batch_size)
         batch_size = min(batch_size, self.model_batch_size or batch_size)
         window = self.family.window_samples or 10 * self.sample_rate
         budget = batch_size * window  # samples in one padded model batch
@@ -398,17 +437,20 @@ class ClapEncoder:
             else:
                 part.append(item)
         emb = torch.empty((len(plan), self.dim))
-        done = 0
+        done, feats = 0, []
         for part in batches:
             batch = torch.zeros((len(part), max(n for _, _, n in part)))
             for j, (i, start, n) in enumerate(part):
                 batch[j, :n] = clips[i][start : start + n]
             lens = torch.tensor([n for _, _, n in part])
-            emb[done : done + len(part)] = self._audio_forward(batch, lens)
+            if self.backend.batches_itself:  # features now, one call for all (its streams)
+                feats.append(self._features(batch, lens))
+            else:
+                emb[done : done + len(part)] = self._audio_forward(batch, lens)
             done += len(part)
-        owner = torch.tensor([i for i, _, _ in plan])
-        pooled = torch.zeros((len(clips), self.dim)).index_add_(0, owner, emb)
-        return F.normalize(pooled, dim=-1).numpy()
+        if feats:
+            emb = self._tower_forward(*(torch.cat(column) for column in zip(*feats, strict=True)))
+        return self._pool(emb, torch.tensor([i for i, _, _ in plan]), len(clips))
 
     # -- public API ---------------------------------------------------------------------------
     def embed_audio(
@@ -451,7 +493,14 @@ class ClapEncoder:
             return out
         workers = self.num_workers if num_workers is None else num_workers
         loader = torch.utils.data.DataLoader(
-            DecodeDataset(paths, todo, self.int16_roundtrip, self.max_seconds, self.sample_rate),
+            DecodeDataset(
+                paths,
+                todo,
+                self.int16_roundtrip,
+                self.max_seconds,
+                self.sample_rate,
+                featurize=self._featurizer(),
+            ),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=collate,
@@ -512,20 +561,26 @@ class ClapEncoder:
         if not good:
             return [], np.zeros((0, self.dim), np.float32), {}
         try:
-            return [r for r, _ in good], self._embed_decoded([x for _, x in good], batch_size), {}
+            return [r for r, _ in good], self._embed_clips([x for _, x in good], batch_size), {}
         except _OUT_OF_MEMORY:
             _release_memory(self.device)
         rows, embs, failed = [], [], {}
         for row, x in good:
             try:
-                embs.append(self._embed_decoded([x], batch_size))
+                embs.append(self._embed_clips([x], batch_size))
                 rows.append(row)
             except _OUT_OF_MEMORY:
                 _release_memory(self.device)
-                seconds = len(x) / self.sample_rate
-                failed[row] = f"out of memory while embedding {seconds:.0f} s of audio"
+                failed[row] = f"out of memory while embedding {self._amount(x)}"
         emb = np.concatenate(embs) if embs else np.zeros((0, self.dim), np.float32)
         return rows, emb, failed
+
+    def _amount(self, clip) -> str:
+        """How much a clip is, for messages: its seconds, or its windows' for features."""
+        if isinstance(clip, tuple):  # window features (decode workers)
+            window_s = (self.family.window_samples or 0) / self.sample_rate
+            return f"{len(clip[0])} windows of {window_s:.0f} s of audio"
+        return f"{len(clip) / self.sample_rate:.0f} s of audio"
 
     def _report(self, path: str, note: str, failed: bool) -> None:
         (self.failures if failed else self.problems).append((path, note))

@@ -80,6 +80,15 @@ class ModelFamily(abc.ABC):
         checkpoint variant): JSON-able, part of the embedding cache key beside ``name``,
         ``model_id`` and ``revision``."""
 
+    @property
+    def window_frontend(self):
+        """A picklable CPU callable ``(waveforms (B, T), lengths (B,)) -> features`` equal to
+        :meth:`features` for families whose features have the same shape for every window and
+        never depend on the other rows of the batch (LAION-CLAP's log-mel), else ``None``.
+        Where it exists and the family runs on a CPU, the encoder computes each clip's
+        features in the decode worker (:class:`clap_helpers.embedding.decoding.WindowFeatures`)."""
+        return None
+
     def to(self, device: torch.device) -> ModelFamily:
         """Move the towers (and any front-end buffers) to ``device``; returns self."""
         self.audio_tower.to(device)

@@ -106,6 +106,12 @@ class LaionClap(ModelFamily):
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.frontend(waveforms, lengths))
 
+    @property
+    def window_frontend(self):
+        """The log-mel front-end itself where it runs on the CPU: (B, 1 or 4, 1001, 64) per
+        window whatever the clip, computed row by row (bit-identical in any batch)."""
+        return self.frontend if self.device.type == "cpu" else None
+
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         out = self.model.get_text_features(**tokens.to(self.device))

@@ -173,6 +173,39 @@ def test_openvino_is_bit_identical_across_runs_batches_and_workers(ov_fp32, esc_
     # a partial batch is zero-padded to the compiled batch: a row never depends on its neighbours
     assert np.array_equal(first, ov_fp32.embed_audio(esc_paths, batch_size=1, num_workers=0, **kw))
     assert np.array_equal(first, ov_fp32.embed_audio(esc_paths, batch_size=3, num_workers=0, **kw))
+    # the front-end in the decode workers or per model batch here: the same features
+    ov_fp32.features_in_workers = False
+    try:
+        here = ov_fp32.embed_audio(esc_paths, batch_size=4, num_workers=2, **kw)
+    finally:
+        ov_fp32.features_in_workers = True
+    assert np.array_equal(first, here)
+
+
+@needs_openvino
+def test_openvino_streams_change_speed_not_numbers(ov_fp32, esc_paths):
+    from clap_helpers.data.audio import load_audio
+    from clap_helpers.embedding.frontend import batch_from_list
+
+    clips = [load_audio(p, ov_fp32.sample_rate) for p in esc_paths] * 2  # 12 rows: 3 batches
+    feats = ov_fp32._features(*batch_from_list(clips[:11]))  # the last batch is partial
+    tower = ov_fp32.family.audio_tower
+    one = backends.OpenVinoBackend(tower, feats, "fp32", batch=4, threads=2, streams=1)
+    two = backends.OpenVinoBackend(tower, feats, "fp32", batch=4, threads=2, streams=2)
+    assert (one.streams, two.streams) == (1, 2) and "2 streams" in repr(two)
+    assert torch.equal(one(*feats), two(*feats))
+    assert torch.equal(two(*feats)[:4], two(*(f[:4] for f in feats)))
+
+
+@needs_openvino
+def test_openvino_pins_threads_only_when_it_uses_every_core(tiny_clap):
+    # Two 1-thread processes with pinned threads shared one core (0.6x of one process).
+    enc = load_clap(tiny_clap, "cpu", "fp32", backend="torch", cache_dir=False)
+    feats = enc._probe_features()
+    cores = backends.usable_cores()
+    for threads in sorted({1, cores}):
+        ov = backends.OpenVinoBackend(enc.family.audio_tower, feats, "fp32", threads=threads)
+        assert ov.compiled.get_property("ENABLE_CPU_PINNING") == (threads >= cores)
 
 
 @needs_openvino

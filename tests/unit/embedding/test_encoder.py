@@ -219,30 +219,31 @@ def test_bf16_stays_close_to_fp32(tiny_clap, esc_paths):
 
 
 class CountingForward:
-    """Wraps an encoder's window forward pass and counts the windows it embeds."""
+    """Wraps an encoder's audio tower call (``enc._tower_forward = CountingForward(enc)``) and
+    counts the windows it embeds."""
 
     def __init__(self, enc, fail_after: int | None = None):
-        self.enc, self.inner, self.windows, self.calls = enc, enc._audio_forward, 0, 0
+        self.enc, self.inner, self.windows, self.calls = enc, enc._tower_forward, 0, 0
         self.fail_after = fail_after
 
-    def __call__(self, waveforms, lengths):
+    def __call__(self, *feats):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt
         self.calls += 1
-        self.windows += waveforms.shape[0]
-        return self.inner(waveforms, lengths)
+        self.windows += feats[0].shape[0]
+        return self.inner(*feats)
 
 
 def test_cache_hit_skips_all_work(tiny_clap, esc_paths, tmp_path, default_precision):
     enc = load_clap(tiny_clap, precision=default_precision, cache_dir=tmp_path, num_workers=0)
     first = enc.embed_audio(esc_paths)
-    enc._audio_forward = counter = CountingForward(enc)
+    enc._tower_forward = counter = CountingForward(enc)
     again = enc.embed_audio(esc_paths)
     assert counter.windows == 0
     np.testing.assert_array_equal(first, again)
     # a new encoder (new process, say) reads the same files
     fresh = load_clap(tiny_clap, precision=default_precision, cache_dir=tmp_path, num_workers=0)
-    fresh._audio_forward = counter = CountingForward(fresh)
+    fresh._tower_forward = counter = CountingForward(fresh)
     np.testing.assert_array_equal(fresh.embed_audio(esc_paths), first)
     assert counter.windows == 0
 
@@ -253,14 +254,14 @@ def test_cache_invalidated_by_file_change_and_settings(tiny_clap, esc_paths, tmp
     before = enc.embed_audio(paths)
     # replace one file's content: only that one is recomputed, and its embedding changes
     shutil.copy(esc_paths[5], paths[1])
-    enc._audio_forward = counter = CountingForward(enc)
+    enc._tower_forward = counter = CountingForward(enc)
     after = enc.embed_audio(paths)
     assert counter.windows == 1
     np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
     assert not np.allclose(after[1], before[1])
     # another window mode or precision is another namespace
     other = load_clap(tiny_clap, window="first", precision="bf16", cache_dir=tmp_path / "cache")
-    other._audio_forward = counter = CountingForward(other)
+    other._tower_forward = counter = CountingForward(other)
     other.embed_audio(paths, num_workers=0)
     assert counter.windows == 3
 
@@ -271,11 +272,11 @@ def test_interrupted_run_resumes(
     p = default_precision
     enc = load_clap(tiny_clap, precision=p, cache_dir=tmp_path, num_workers=0)
     enc.cache_flush_every = 4
-    enc._audio_forward = CountingForward(enc, fail_after=2)  # dies in the 3rd batch
+    enc._tower_forward = CountingForward(enc, fail_after=2)  # dies in the 3rd batch
     with pytest.raises(KeyboardInterrupt):
         enc.embed_audio(esc_paths, batch_size=4)
     resumed = load_clap(tiny_clap, precision=p, cache_dir=tmp_path, num_workers=0)
-    resumed._audio_forward = counter = CountingForward(resumed)
+    resumed._tower_forward = counter = CountingForward(resumed)
     emb = resumed.embed_audio(esc_paths, batch_size=4)
     assert counter.windows == len(esc_paths) - 8  # the 2 finished batches came from the cache
     full = load_clap(tiny_clap, precision=p, cache_dir=False, num_workers=0)
@@ -290,7 +291,7 @@ def test_corrupt_cache_chunk_is_recomputed(tiny_clap, esc_paths, tmp_path, defau
     data[200:260] = bytes(60)  # damage the stored embeddings: the zip CRC no longer matches
     chunk.write_bytes(bytes(data))
     fresh = load_clap(tiny_clap, precision=default_precision, cache_dir=tmp_path, num_workers=0)
-    fresh._audio_forward = counter = CountingForward(fresh)
+    fresh._tower_forward = counter = CountingForward(fresh)
     with pytest.warns(CacheWarning, match="recomputed"):
         again = fresh.embed_audio(esc_paths[:4])
     assert counter.windows == 4

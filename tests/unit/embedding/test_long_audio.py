@@ -167,19 +167,23 @@ def test_out_of_memory_while_embedding_fails_only_that_clip(tiny_clap, clips, tm
     paths = [clips[0], str(long_clip), clips[2]]
     enc = load_clap(tiny_clap, device="cpu", precision="fp32", num_workers=0)
     ref = enc.embed_audio(paths, cache_dir=False, progress=False)
-    embed_decoded = enc._embed_decoded
+    embed_clips = enc._embed_clips
 
-    def tight_memory(waveforms, batch_size):  # as if a 30 s clip did not fit
-        if any(len(x) > 20 * 48000 for x in waveforms):
+    def tight_memory(clips, batch_size):  # as if a 30 s clip (3 windows) did not fit
+        if any(len(x[0]) > 2 for x in clips):  # the workers send each clip's window features
             raise MemoryError
-        return embed_decoded(waveforms, batch_size)
+        return embed_clips(clips, batch_size)
 
-    enc._embed_decoded = tight_memory
-    with pytest.warns(EmbeddingWarning, match=r"long_one.wav: out of memory while embedding 30 s"):
+    enc._embed_clips = tight_memory
+    with pytest.warns(
+        EmbeddingWarning, match=r"long_one.wav: out of memory while embedding 3 windows of 10 s"
+    ):
         emb = enc.embed_audio(paths, cache_dir=False, progress=False)
     assert np.isnan(emb[1]).all()
     np.testing.assert_allclose(emb[[0, 2]], ref[[0, 2]], atol=1e-6)
-    assert enc.failures == [(str(long_clip), "out of memory while embedding 30 s of audio")]
+    assert enc.failures == [
+        (str(long_clip), "out of memory while embedding 3 windows of 10 s of audio")
+    ]
 
 
 def test_max_seconds_is_part_of_the_cache_key(tiny_clap, tmp_path):
@@ -202,27 +206,35 @@ def test_max_seconds_is_part_of_the_cache_key(tiny_clap, tmp_path):
     assert float((a * b).sum()) < 0.9999
 
 
-def test_long_clip_windows_go_through_the_model_in_bounded_batches(tiny_clap, monkeypatch):
+@pytest.mark.parametrize("in_workers", [True, False], ids=["worker-features", "batch-features"])
+def test_long_clip_windows_go_through_the_model_in_bounded_batches(
+    tiny_clap, monkeypatch, in_workers
+):
     enc = load_clap(tiny_clap, device="cpu", precision="fp32", num_workers=0)
     enc.model_batch_size = 4
+    enc.features_in_workers = in_workers
     x = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, 48000 * 75).astype("f4"))
     shapes = []
-    forward = enc._audio_forward
+    tower = enc._tower_forward
 
-    def recording(batch, lengths):
-        shapes.append(tuple(batch.shape))
-        return forward(batch, lengths)
+    def recording(*feats):
+        shapes.append(tuple(feats[0].shape))
+        return tower(*feats)
 
-    monkeypatch.setattr(enc, "_audio_forward", recording)
+    monkeypatch.setattr(enc, "_tower_forward", recording)
     emb = enc._embed_decoded([x, x[:48000]], batch_size=32)
-    # 75 s -> 7 full windows + a 5 s tail, then the 1 s clip: 9 windows in 3 calls of <= 4.
-    assert [s[0] for s in shapes] == [4, 4, 1]
-    assert max(s[1] for s in shapes) == enc.frontend.max_length
+    # 75 s -> 7 full windows + a 5 s tail, then the 1 s clip: 9 windows in 3 calls of <= 4,
+    # each window one (1, frames, mels) log-mel whether computed per clip or per model batch.
+    fe = enc.frontend
+    assert shapes == [(n, 1, fe.n_frames, fe.n_mels) for n in (4, 4, 1)]
     # Same numbers as embedding each window on its own and averaging.
-    size = enc.frontend.max_length
+    size = fe.max_length
     starts = range(0, 75 * 48000 - 48000 + 1, size)
     single = torch.cat(
-        [forward(x[s : s + size][None], torch.tensor([len(x[s : s + size])])) for s in starts]
+        [
+            enc._audio_forward(x[s : s + size][None], torch.tensor([len(x[s : s + size])]))
+            for s in starts
+        ]
     )
     expected = torch.nn.functional.normalize(single.sum(0), dim=0).numpy()
     np.testing.assert_allclose(emb[0], expected, atol=1e-5)
@@ -231,6 +243,7 @@ def test_long_clip_windows_go_through_the_model_in_bounded_batches(tiny_clap, mo
 def test_long_fusion_clip_is_not_padded_into_a_batch(tiny_clap_fused, monkeypatch):
     enc = load_clap(tiny_clap_fused, device="cpu", precision="fp32", window="fusion")
     enc.model_batch_size = 4
+    enc.features_in_workers = False  # waveforms batched for the front-end (the GPU path)
     shapes = []
     forward = enc._audio_forward
 
@@ -241,9 +254,15 @@ def test_long_fusion_clip_is_not_padded_into_a_batch(tiny_clap_fused, monkeypatc
     monkeypatch.setattr(enc, "_audio_forward", recording)
     short = np.zeros(48000, np.float32) + 0.1
     long = np.random.default_rng(0).uniform(-0.5, 0.5, 48000 * 60).astype(np.float32)
-    enc._embed_decoded([short, long, short, short], batch_size=4)
+    batched = enc._embed_decoded([short, long, short, short], batch_size=4)
     # The 60 s clip goes alone; the 1 s clips are not padded to 60 s.
     assert shapes == [(1, 48000), (1, 48000 * 60), (2, 48000)]
+    # Per-clip features (the CPU decode workers' way) give the same rows (up to the model's
+    # batch composition): the 60 s clip's four fusion channels have the shape of any window's,
+    # so no waveform is padded at all.
+    enc.features_in_workers = True
+    per_clip = enc._embed_decoded([short, long, short, short], 4)
+    np.testing.assert_allclose(per_clip, batched, atol=1e-6)
 
 
 # -- clear errors and no libmpg123 output on fd 2 ---------------------------------------------
