@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def single(model: Path, paths: list[str], batch_size: int) -> dict:
-    from clap_helpers.embedding.encoder import load_clap
+    from clap_helpers.embedding.loading import load_clap
 
     t0 = time.perf_counter()
     enc = load_clap(model, precision="fp32")

@@ -101,7 +101,8 @@ def time_encoder(enc, clips: int, seconds: float, batch_size: int) -> dict:
 
 def main(argv=None) -> int:
     from clap_helpers.embedding.devices import resolve_device, resolve_precision
-    from clap_helpers.embedding.encoder import ClapEncoder, load_clap
+    from clap_helpers.embedding.encoder import ClapEncoder
+    from clap_helpers.embedding.loading import load_clap
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", nargs="*", default=list(CONFIGS), choices=CONFIGS)

@@ -81,8 +81,8 @@ MODULES = {
 }
 # names re-exported at the top level -> module that defines them
 NAMES = {
-    "load_clap": "embedding.encoder",
-    "load_model": "embedding.encoder",
+    "load_clap": "embedding.loading",
+    "load_model": "embedding.loading",
     "ClapEncoder": "embedding.encoder",
 }
 
@@ -98,7 +98,8 @@ if TYPE_CHECKING:  # pragma: no cover - what editors and type checkers see
     from .devtools import demo, fixtures, runner
     from .embedding import cache, devices, distributed, families, frontend, shards
     from .embedding import encoder as embed
-    from .embedding.encoder import ClapEncoder, load_clap, load_model
+    from .embedding.encoder import ClapEncoder
+    from .embedding.loading import load_clap, load_model
     from .evaluation import (
         adapt,
         compare,

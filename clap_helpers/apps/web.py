@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from ..embedding.encoder import load_clap
+    from ..embedding.loading import load_clap
 
     print(f"loading {args.model} ...", file=sys.stderr)
     enc = load_clap(args.model, args.device, args.precision, cache_dir=args.cache_dir)

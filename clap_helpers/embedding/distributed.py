@@ -153,7 +153,7 @@ class ClapEmbedder:
     def __init__(self, model: str, settings: dict, threads: int | None = None):
         import torch
 
-        from .encoder import load_clap
+        from .loading import load_clap
 
         if threads:
             torch.set_num_threads(threads)
@@ -218,7 +218,7 @@ def _describe(
     options: dict | None = None,
 ) -> dict:
     """Load the model once where an actor would run: the run's metadata (precision resolved)."""
-    from .encoder import load_clap
+    from .loading import load_clap
 
     enc = load_clap(
         model,

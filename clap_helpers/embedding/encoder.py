@@ -6,9 +6,9 @@
     E = enc.embed_audio(clips.path, batch_size=32)    # (N, D) float32, L2-normalised rows
     T = enc.embed_text(["This is a sound of dog."])    # (C, D) float32, L2-normalised rows
 
-``load_clap`` recognises the model family of a checkpoint
-(:mod:`clap_helpers.embedding.families`: LAION-CLAP, PE-Audio, ...); the encoder owns what all
-families share. How a run goes: cached rows are looked up first
+``load_clap`` (:mod:`clap_helpers.embedding.loading`) recognises the model family of a
+checkpoint (:mod:`clap_helpers.embedding.families`: LAION-CLAP, PE-Audio, ...) and chooses the
+speed backend; the encoder owns what all families share. How a run goes: cached rows are looked up first
 (:mod:`clap_helpers.embedding.cache`); the remaining files are decoded and resampled to the
 family's sample rate (48 kHz for LAION-CLAP) in DataLoader worker processes while the model
 runs; each clip is cut into consecutive windows of the family's length (10 s for LAION-CLAP);
@@ -44,146 +44,30 @@ import torch
 import torch.nn.functional as F
 
 from ..data.audio import DEFAULT_MAX_SECONDS
-from ..diagnostics import ClapWarning, bars_off, name_files, quiet_loading
+from ..diagnostics import ClapWarning, bars_off, name_files
 from . import backends
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
 from .decoding import DecodeDataset, WindowFeatures, collate, window_plan, worker_init
-from .devices import resolve_device
 from .families.base import ModelFamily
-from .families.registry import load_family
 
 __all__ = [
+    "CPU_MODEL_BATCH",
     "ClapEncoder",
     "DEFAULT_MODEL",
     "EmbeddingWarning",
-    "load_clap",
-    "load_model",
     "TEXT_PRECISION",
     "WINDOW_MODES",
 ]
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 WINDOW_MODES = ("auto", "average", "first", "fusion")
-_SAID_FUSION: set[str] = set()  # fused checkpoints whose window="auto" choice was announced
-_CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
+CPU_MODEL_BATCH = 4  # windows per model call on a CPU (benchmarks/bench_embedding.py --sweep)
 TEXT_PRECISION = "fp32"  # embed_text never uses reduced precision (see ClapEncoder.embed_text)
 _OUT_OF_MEMORY = (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
 
 
 class EmbeddingWarning(ClapWarning):
     """An input file could not be embedded (its row is NaN) or was suspicious (silent, NaN)."""
-
-
-def load_clap(
-    model: str | os.PathLike = DEFAULT_MODEL,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    *,
-    family: str | None = None,
-    revision: str | None = None,
-    window: str = "auto",
-    cache_dir: str | os.PathLike | None = None,
-    num_workers: int | None = None,
-    int16_roundtrip: bool = False,
-    max_seconds: float | None = DEFAULT_MAX_SECONDS,
-    backend: str | None = None,
-    **family_options,
-) -> ClapEncoder:
-    """Load an audio-text model (hub id, local folder or checkpoint file) as a :class:`ClapEncoder`.
-
-    Args:
-        model: e.g. ``laion/clap-htsat-unfused``, ``laion/clap-htsat-fused``,
-            ``laion/larger_clap_music``, or a folder (the tiny fixture model included), a
-            checkpoint file, or its ``http(s)://`` release URL (fetched once into the checkpoint
-            cache; ``checksum=``, ``checkpoint_cache=``: :mod:`clap_helpers.embedding.checkpoints`).
-        device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` picks the fastest
-            precision for the device (see :func:`resolve_precision`) and checks on a probe clip
-            that it stays within cosine 0.999 of fp32, else uses fp32. This is the audio
-            tower's precision: front-end features and text embeddings are always fp32.
-        family: model family (:func:`clap_helpers.embedding.families.family_names`); default:
-            recognised from the checkpoint (``config.json`` ``model_type``, or the family's own
-            detection for checkpoint files).
-        revision: hub revision (branch, tag or commit); part of the cache key.
-        window: clips longer than the family's window (10 s for LAION-CLAP): ``"average"``
-            (mean of consecutive windows), ``"first"`` (first window only), ``"fusion"``
-            (fused checkpoints: the whole clip through the deterministic 4-channel fusion
-            front-end) or ``"auto"`` (default): ``"fusion"`` for fused checkpoints (said once
-            per checkpoint in a warning, and in the encoder's repr), else ``"average"``.
-        cache_dir: embedding cache (default :func:`clap_helpers.embedding.cache.default_cache_dir`;
-            ``False``: no cache). A path that is a file is an error here, not after a run.
-        num_workers: decoding processes (default: 1 on CPU, up to 8 on GPU; 0 = in-process).
-        int16_roundtrip: quantise audio to int16 and back before embedding, as the original
-            ``laion_clap`` package does (part of the cache key).
-        max_seconds: audio files are decoded up to this many seconds (default 30 min); a longer
-            file is embedded from its first ``max_seconds`` with a warning naming it (part of the
-            cache key). ``None``: no limit.
-        backend: ``"auto"`` (default, or ``$CLAP_HELPERS_BACKEND``), ``"torch"`` or
-            ``"openvino"``: how the audio tower runs (:mod:`clap_helpers.embedding.backends`).
-            ``"auto"`` uses OpenVINO on CPUs where it is installed, the family's tower exports
-            and it matches eager fp32 on the probe clip; the converted model is cached in
-            ``cache_dir/openvino``.
-        family_options: passed to the family's loader (e.g. ``text_model=`` for families whose
-            checkpoint file does not hold its text tower).
-
-    Raises:
-        FileNotFoundError: ``model`` is a path (``/``, ``./``, ``~``, ...) to a missing folder.
-        OSError: a hub id that is neither in the local HF cache nor downloadable (the message
-            names the fixes: HF_HOME, HF_HUB_OFFLINE=1, a local folder).
-        ValueError: ``device="cuda"`` (or ``"mps"``) where there is none; a bad ``precision``;
-            a checkpoint no registered family recognises (``UnknownFamilyError``); a bad
-            ``backend``.
-        BackendUnavailable: ``backend="openvino"`` cannot run here (the message says why).
-        NotADirectoryError: ``cache_dir`` is a file.
-    """
-    if window not in WINDOW_MODES:
-        raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
-    dev = resolve_device(device)
-    if cache_dir is not False:
-        check_cache_dir(default_cache_dir() if cache_dir is None else cache_dir)
-    with quiet_loading():  # no "Loading weights" bar (frozen at 0 % in a saved notebook)
-        fam = load_family(model, family=family, device=dev, revision=revision, **family_options)
-    if window == "fusion" and not fam.fused:
-        raise ValueError(f"window='fusion' needs a fused checkpoint; {fam.model_id} is unfused")
-    if window == "auto":
-        window = "fusion" if fam.fused else "average"
-        if fam.fused and fam.model_id not in _SAID_FUSION:
-            _SAID_FUSION.add(fam.model_id)
-            warnings.warn(
-                f"{fam.model_id} is a fused checkpoint: clips longer than its window go through "
-                "its fusion branch (deterministic chunks, window='fusion'); pass "
-                "window='average' to average consecutive windows instead",
-                ClapWarning,
-                stacklevel=2,
-            )
-    enc = ClapEncoder(
-        fam,
-        device=dev,
-        precision="fp32",
-        window=window,
-        cache_dir=cache_dir,
-        num_workers=num_workers,
-        int16_roundtrip=int16_roundtrip,
-        max_seconds=max_seconds,
-    )
-    root = None if cache_dir is False else (cache_dir or default_cache_dir())  # converted models
-    enc.backend = backends.choose_backend(
-        fam.audio_tower,
-        dev,
-        backend or backends.default_backend(),
-        precision,
-        probe=enc._probe_features,  # computed only if a check needs it
-        cache_root=root,
-        model_key=(fam.model_id, fam.revision),
-        family={"name": fam.name, "settings": fam.namespace()},
-        fused=fam.fused,
-        openvino=fam.openvino,
-        batch=enc.model_batch_size or _CPU_MODEL_BATCH,
-    )
-    return enc
-
-
-load_model = load_clap  # the family-neutral name
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -259,7 +143,7 @@ class ClapEncoder:
         self.cache_flush_every = 256  # rows per cache chunk: at most this much work is redone
         # Windows per model call. On a CPU, small batches are faster than large ones (fewer page
         # faults from large activations; see usage.md, Performance); elsewhere: batch_size.
-        self.model_batch_size: int | None = _CPU_MODEL_BATCH if device.type == "cpu" else None
+        self.model_batch_size: int | None = CPU_MODEL_BATCH if device.type == "cpu" else None
         self.features_in_workers = True
 
     # -- the family's attributes --------------------------------------------------------------
@@ -361,12 +245,6 @@ class ClapEncoder:
             return None
         return WindowFeatures(frontend, self.family.window_samples, self.sample_rate, self.window)
 
-    def _clip_windows(self, n_samples: int) -> list[tuple[int, int]]:
-        """Model inputs of a clip of ``n_samples``: ``[(start, length)]`` of its windows
-        (:func:`clap_helpers.embedding.decoding.window_plan`). Only the plan: the samples are
-        copied batch by batch in :meth:`_embed_decoded`."""
-        return window_plan(n_samples, self.family.window_samples, self.sample_rate, self.window)
-
     def embed_waveforms(self, waveforms: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Embed in-memory mono waveforms at :attr:`sample_rate` (48 kHz for LAION-CLAP and
         PE-Audio; e.g. soundscapes): (N, D) float32. No cache."""
@@ -427,7 +305,12 @@ class ClapEncoder:
         window = self.family.window_samples or 10 * self.sample_rate
         budget = batch_size * window  # samples in one padded model batch
         clips = [torch.as_tensor(x) for x in clips]
-        plan = [(i, s, n) for i, x in enumerate(clips) for s, n in self._clip_windows(len(x))]
+        size, rate = self.family.window_samples, self.sample_rate
+        plan = [
+            (i, s, n)
+            for i, x in enumerate(clips)
+            for s, n in window_plan(len(x), size, rate, self.window)  # only the plan: no copies
+        ]
         batches: list[list[tuple[int, int, int]]] = []
         for item in plan:
             part = batches[-1] if batches else None

@@ -175,7 +175,7 @@ def embed_runs(
             "general_first": (model, "first"), "music_average": (music_model, "average")}``; a
             third item, a dict of ``load_clap`` options for that run's model only (``family``,
             ``text_model``, ...), e.g. ``(msclap_file, "average", {"text_model": folder})``.
-            Models load one at a time (:func:`clap_helpers.embedding.encoder.load_clap`), so only one is in
+            Models load one at a time (:func:`clap_helpers.embedding.loading.load_clap`), so only one is in
             memory; a model listed twice is loaded twice (its text embeddings come from the cache).
         paths: the N audio files.
         prompts: {strategy: one prompt or a list of prompts per class}; a list is averaged
@@ -186,7 +186,7 @@ def embed_runs(
 
     Returns {run name: :class:`ModelRun`} in the order of ``specs``.
     """
-    from ..embedding.encoder import load_clap
+    from ..embedding.loading import load_clap
     from .prompts import ensemble_embeddings
 
     paths = [str(p) for p in paths]

@@ -153,7 +153,7 @@ def run_comparison(
     ``load_kwargs``, which every model gets. Rows and tables name a model by its ``name`` (default:
     :func:`display_name`; where two models would get the same short name, the paths as given)."""
     from ..data.loaders import DatasetNotFoundError, load
-    from ..embedding.encoder import load_clap
+    from ..embedding.loading import load_clap
     from .prompts import embed_prompt_sets, prompt_sets
     from .zeroshot import evaluate_strategies
 

@@ -19,7 +19,7 @@ import torch
 
 from clap_helpers.data.audio import load_audio
 from clap_helpers.data.loaders import load
-from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.embedding.loading import load_clap
 
 TEXTS = ["This is a sound of dog.", "This is a sound of rain.", "a siren wailing", "church bells"]
 MIN_COSINE = 0.9999

@@ -14,7 +14,7 @@ import pytest
 
 from clap_helpers.data.audio import load_audio
 from clap_helpers.data.loaders import load
-from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.embedding.loading import load_clap
 from clap_helpers.evaluation import zeroshot
 from clap_helpers.evaluation.prompts import TEMPLATES, clean_label
 

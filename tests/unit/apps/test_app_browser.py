@@ -63,7 +63,7 @@ def server_env(tmp: Path) -> dict:
 @pytest.fixture(scope="module")
 def search_app(data_root, tiny_clap, tmp_path_factory):
     from clap_helpers.apps.web import SearchApp
-    from clap_helpers.embedding.encoder import load_clap
+    from clap_helpers.embedding.loading import load_clap
 
     enc = load_clap(tiny_clap, "cpu", "fp32", cache_dir=tmp_path_factory.mktemp("cache"))
     enc.num_workers = 0

@@ -251,7 +251,7 @@ def test_load_collection_missing_datasets(data_root, tmp_path):
 # ------------------------------------------------------------------- fixtures + tiny CLAP
 @pytest.fixture(scope="module")
 def fixture_index(data_root, tiny_clap, tmp_path_factory):
-    from clap_helpers.embedding.encoder import load_clap
+    from clap_helpers.embedding.loading import load_clap
 
     enc = load_clap(tiny_clap, "cpu", "fp32", cache_dir=tmp_path_factory.mktemp("cache"))
     enc.num_workers = 0

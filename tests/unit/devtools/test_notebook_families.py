@@ -9,7 +9,7 @@ import pytest
 
 from clap_helpers.data.loaders import load
 from clap_helpers.devtools import runner
-from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.embedding.loading import load_clap
 from clap_helpers.evaluation import zeroshot
 from clap_helpers.evaluation.prompts import template_prompts
 

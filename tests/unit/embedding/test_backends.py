@@ -17,7 +17,7 @@ import torch
 from clap_helpers.data.loaders import load
 from clap_helpers.embedding import backends
 from clap_helpers.embedding.backends import BackendUnavailable, BackendWarning, TorchBackend
-from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.embedding.loading import load_clap
 
 try:
     import openvino  # noqa: F401

@@ -21,7 +21,7 @@ import pytest
 
 from clap_helpers.data.loaders import load
 from clap_helpers.embedding import distributed as D
-from clap_helpers.embedding.encoder import load_clap
+from clap_helpers.embedding.loading import load_clap
 
 REPO = Path(__file__).resolve().parents[3]
 ACTOR_TITLE = "MapBatches(ClapEmbedder)"

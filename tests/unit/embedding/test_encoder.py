@@ -14,7 +14,8 @@ from clap_helpers.data.loaders import load
 from clap_helpers.embedding import devices
 from clap_helpers.embedding import encoder as embed
 from clap_helpers.embedding.cache import CacheWarning, EmbeddingStore
-from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
+from clap_helpers.embedding.encoder import EmbeddingWarning
+from clap_helpers.embedding.loading import load_clap
 
 
 @pytest.fixture(scope="module")

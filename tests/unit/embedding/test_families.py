@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from clap_helpers.embedding.encoder import load_clap
 from clap_helpers.embedding.families import (
     FAMILIES,
     ModelFamily,
@@ -20,6 +19,7 @@ from clap_helpers.embedding.families import (
     family_names,
     register_family,
 )
+from clap_helpers.embedding.loading import load_clap
 
 
 class _Tower(torch.nn.Module):
@@ -129,9 +129,9 @@ def test_encoder_decodes_at_the_family_rate_and_windows_by_its_length(toy_family
 
 # ------------------------------------------------------------------------------ LAION-CLAP
 def test_fused_checkpoints_use_fusion_by_default_and_say_so(tiny_clap, tiny_clap_fused):
-    from clap_helpers.embedding import encoder
+    from clap_helpers.embedding import loading
 
-    encoder._SAID_FUSION.discard(str(tiny_clap_fused))
+    loading._SAID_FUSION.discard(str(tiny_clap_fused))
     with pytest.warns(UserWarning, match="fused checkpoint.*fusion branch.*window='average'"):
         fused = load_clap(tiny_clap_fused, "cpu", "fp32", cache_dir=False)
     assert fused.window == "fusion" and "window=fusion" in repr(fused)

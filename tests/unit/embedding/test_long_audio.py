@@ -27,7 +27,8 @@ from clap_helpers.data.audio import (
 )
 from clap_helpers.data.loaders import load
 from clap_helpers.embedding import decoding
-from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
+from clap_helpers.embedding.encoder import EmbeddingWarning
+from clap_helpers.embedding.loading import load_clap
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -244,7 +244,7 @@ def test_namespace_and_interface(families):
 def test_load_clap_end_to_end_with_detection_resampling_and_windows(files, tmp_path):
     import soundfile as sf
 
-    from clap_helpers.embedding.encoder import load_clap
+    from clap_helpers.embedding.loading import load_clap
 
     ck, tm = files["msclap-2023"]
     enc = load_clap(ck, "cpu", "fp32", text_model=str(tm), cache_dir=tmp_path / "c", num_workers=0)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from clap_helpers.embedding.encoder import load_clap
 from clap_helpers.embedding.families import detect_family
 from clap_helpers.embedding.families.pe_audio import HOP, _pad_to_hop
+from clap_helpers.embedding.loading import load_clap
 
 SR = 48_000
 

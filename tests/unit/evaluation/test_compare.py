@@ -12,7 +12,8 @@ import pytest
 
 from clap_helpers import plots
 from clap_helpers.data.loaders import DatasetNotFoundError, load
-from clap_helpers.embedding.encoder import EmbeddingWarning, load_clap
+from clap_helpers.embedding.encoder import EmbeddingWarning
+from clap_helpers.embedding.loading import load_clap
 from clap_helpers.evaluation import compare
 from clap_helpers.evaluation import zeroshot as zs
 

@@ -469,7 +469,7 @@ def test_robustness_figures():
 
 
 def test_soundscapes_embed_and_evaluate_with_the_tiny_model(esc50, tiny_clap, tmp_path):
-    from clap_helpers.embedding.encoder import load_clap
+    from clap_helpers.embedding.loading import load_clap
 
     clips, classes = esc50
     enc = load_clap(tiny_clap, device="cpu", precision="fp32", cache_dir=tmp_path / "cache")
