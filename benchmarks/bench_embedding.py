@@ -20,9 +20,12 @@ What it measures, on the same machine in one run (clips/s is always per clip):
    empty folder>)`` end to end: decode workers, torch front-end, batched model, cache writes.
    It runs twice: on the first ``--small`` clips (doubles as warm-up), then on all ``--clips``
    clips with another empty cache; the figures are those of the big run.
-3. forward-only floor: the model alone (``get_audio_features`` + normalise + copy to the host, as
-   ``ClapEncoder._audio_forward`` does after its front-end) on features (B, 1, 1001, 64) computed
-   beforehand, same device, precision and batch size as the pipeline. ``--sweep`` repeats it
+   Where the family's front-end runs in the decode workers (LAION-CLAP on a CPU), the big run
+   is repeated with it in the main process (``enc.features_in_workers = False``) for comparison.
+3. forward-only floor: the model alone (``get_audio_features`` + normalise + copy to the host,
+   as ``ClapEncoder._tower_forward`` does after the front-end) on features (B, 1, 1001, 64)
+   computed beforehand, same device, precision and batch size as the pipeline (OpenVINO with
+   two streams gets one batch per stream and call, as the pipeline gives it). ``--sweep`` repeats it
    at other batch sizes (the best model batch size differs between CPUs and GPUs).
 4. cached: the pipeline again on the big run's files and cache (every row is a cache hit).
 5. memory: peak resident set (``getrusage`` ``ru_maxrss``) of the benchmark process and of its

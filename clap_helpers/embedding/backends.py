@@ -250,7 +250,10 @@ class OpenVinoBackend:
                 "ENABLE_CPU_PINNING": self.threads >= usable_cores(),
             }
             self.compiled = core.compile_model(model, "CPU", config)
-            self.requests = ov.AsyncInferQueue(self.compiled, self.streams)
+            # plain requests, one per stream, run in waves: no Python callback on OpenVINO's
+            # threads (an AsyncInferQueue callback is the suspected cause of a segfault of
+            # the test suite)
+            self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         except Exception as exc:  # noqa: BLE001 - any compile failure means: use torch
             raise BackendUnavailable(f"OpenVINO could not compile the model ({exc})") from None
         self.compile_s = time.perf_counter() - t0
@@ -271,24 +274,23 @@ class OpenVinoBackend:
         if shapes != self.shapes:  # never run a static model on other shapes: wrong numbers
             raise ValueError(f"OpenVINO model compiled for inputs {self.shapes}, got {shapes}")
         n_rows = feats[0].shape[0]
-        parts: dict[int, np.ndarray] = {}
-        self.requests.set_callback(
-            lambda request, start: parts.__setitem__(
-                start, request.get_output_tensor(0).data.copy()
-            )
-        )
+        chunks = []
         for start in range(0, n_rows, self.batch):
             part = [f[start : start + self.batch].detach().cpu().numpy() for f in feats]
             n = part[0].shape[0]
             if n < self.batch:  # zero rows after the real ones: every call has the same shape
                 part = [np.concatenate([p, np.zeros((self.batch - n, *p.shape[1:]), p.dtype)])
                         for p in part]  # fmt: skip
-            self.requests.start_async([np.ascontiguousarray(p) for p in part], start)
-        self.requests.wait_all()
-        if not parts:
-            return torch.zeros((0, 0))
-        rows = [parts[start][: min(self.batch, n_rows - start)] for start in sorted(parts)]
-        return torch.from_numpy(np.concatenate(rows).astype(np.float32, copy=False))
+            chunks.append(([np.ascontiguousarray(p) for p in part], n))
+        out = []
+        for first in range(0, len(chunks), self.streams):  # one batch per stream at a time
+            wave = list(zip(self.requests, chunks[first : first + self.streams], strict=False))
+            for request, (inputs, _) in wave:
+                request.start_async(inputs)
+            for request, (_, n) in wave:
+                request.wait()
+                out.append(np.array(request.get_output_tensor(0).data[:n], dtype=np.float32))
+        return torch.from_numpy(np.concatenate(out)) if out else torch.zeros((0, 0))
 
 
 def usable_cores() -> int:
