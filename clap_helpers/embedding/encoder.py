@@ -103,8 +103,8 @@ class ClapEncoder:
         cache_flush_every: rows per cache chunk; an interrupted run redoes at most this many.
         model_batch_size: windows per model call (4 on CPU, None elsewhere: ``batch_size``).
         features_in_workers: compute each clip's window features in the decode worker, where
-            the family has a ``window_frontend`` and runs on a CPU (default True; the numbers
-            are the same either way, only the speed differs).
+            the family has a ``window_frontend`` and runs on a CPU (default True; the features
+            are bit-identical either way, only the speed differs).
         problems: ``[(path, problem)]`` of files that were embedded but are suspicious (silent,
             NaN samples set to 0, cut at ``max_seconds``), from the last call.
         max_seconds: files are decoded up to this many seconds (``None``: no limit).

@@ -432,7 +432,7 @@ def test_cuda_without_cuda_is_a_clear_error(tiny_clap, monkeypatch):
     with pytest.raises(ValueError, match="no CUDA GPU.*device='auto' or 'cpu'"):
         load_clap(tiny_clap, device="cuda", precision="fp32", cache_dir=False)
     with pytest.raises(ValueError, match="not a torch device"):
-        embed.resolve_device("gpu0")
+        devices.resolve_device("gpu0")
 
 
 def test_cache_dir_that_is_a_file_fails_at_load(tiny_clap, tmp_path):
