@@ -29,12 +29,14 @@ import numpy as np
 import torch
 
 from ..data.audio import CLAP_SAMPLE_RATE, DEFAULT_MAX_SECONDS, AudioError, load_audio
+from .frontend import split_windows
 
 __all__ = [
     "DecodeDataset",
     "WINDOW_CHUNK",
     "WindowFeatures",
     "collate",
+    "window_batch",
     "window_plan",
     "worker_init",
 ]
@@ -50,18 +52,30 @@ def window_plan(
     A clip that fits one window (or a family without a window, ``window_samples=None``, or
     ``mode="fusion"``) is one input of its own length: the front-end fills it by its padding
     rule, so a short clip is never padded to a full window here. A longer clip is cut into
-    consecutive windows (as :func:`clap_helpers.embedding.frontend.split_windows`: a partial
-    tail is kept when it holds at least one second, or one window if that is shorter);
+    consecutive windows by :func:`clap_helpers.embedding.frontend.split_windows`'s rule (a
+    partial tail is kept when it holds at least one second, or one window if that is shorter);
     ``mode="first"`` keeps the first window only.
     """
     size = window_samples
     if size is None or mode == "fusion" or n_samples <= size:
         return [(0, n_samples)]
-    starts = list(range(0, n_samples - size + 1, size))
-    if n_samples - (starts[-1] + size) >= min(sample_rate, size):
-        starts.append(starts[-1] + size)  # partial tail window
-    plan = [(s, min(size, n_samples - s)) for s in starts]
+    # split_windows' rule, run on torch's meta device: only the plan, no samples copied
+    _, lengths = split_windows(
+        torch.empty(n_samples, device="meta"), size, min_last=min(sample_rate, size)
+    )
+    plan = [(i * size, int(n)) for i, n in enumerate(lengths.tolist())]
     return plan[:1] if mode == "first" else plan
+
+
+def window_batch(
+    items: Sequence[tuple[torch.Tensor, int, int]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows ``[(clip (T,), start, length)]`` copied into one zero-padded batch:
+    -> waveforms (B, longest length) float32, lengths (B,) int64."""
+    batch = torch.zeros((len(items), max(n for _, _, n in items)))
+    for j, (clip, start, n) in enumerate(items):
+        batch[j, :n] = clip[start : start + n]
+    return batch, torch.tensor([n for _, _, n in items])
 
 
 class WindowFeatures:
@@ -87,12 +101,8 @@ class WindowFeatures:
         plan = window_plan(len(x), self.window_samples, self.sample_rate, self.mode)
         parts = []
         for first in range(0, len(plan), WINDOW_CHUNK):
-            chunk = plan[first : first + WINDOW_CHUNK]
-            batch = x.new_zeros((len(chunk), max(n for _, n in chunk)))
-            for j, (start, n) in enumerate(chunk):
-                batch[j, :n] = x[start : start + n]
-            lengths = torch.tensor([n for _, n in chunk])
-            parts.append(tuple(self.frontend(batch, lengths)))
+            chunk = [(x, start, n) for start, n in plan[first : first + WINDOW_CHUNK]]
+            parts.append(tuple(self.frontend(*window_batch(chunk))))
         return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 

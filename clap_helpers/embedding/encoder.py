@@ -47,7 +47,14 @@ from ..data.audio import DEFAULT_MAX_SECONDS
 from ..diagnostics import ClapWarning, bars_off, name_files
 from . import backends
 from .cache import EmbeddingStore, check_cache_dir, default_cache_dir, file_key, text_key
-from .decoding import DecodeDataset, WindowFeatures, collate, window_plan, worker_init
+from .decoding import (
+    DecodeDataset,
+    WindowFeatures,
+    collate,
+    window_batch,
+    window_plan,
+    worker_init,
+)
 from .families.base import ModelFamily
 
 __all__ = [
@@ -322,10 +329,7 @@ class ClapEncoder:
         emb = torch.empty((len(plan), self.dim))
         done, feats = 0, []
         for part in batches:
-            batch = torch.zeros((len(part), max(n for _, _, n in part)))
-            for j, (i, start, n) in enumerate(part):
-                batch[j, :n] = clips[i][start : start + n]
-            lens = torch.tensor([n for _, _, n in part])
+            batch, lens = window_batch([(clips[i], start, n) for i, start, n in part])
             if self.backend.batches_itself:  # features now, one call for all (its streams)
                 feats.append(self._features(batch, lens))
             else:
