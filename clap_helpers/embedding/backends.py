@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import threading
 import time
 import uuid
 import warnings
@@ -220,7 +221,7 @@ class OpenVinoBackend:
         example = tuple(example)
         t0 = time.perf_counter()
         xml = Path(cache_path) / "model.xml" if cache_path is not None else None
-        core = ov.Core()
+        core = _shared_core()
         model = None
         if xml is not None and xml.is_file():
             try:
@@ -256,8 +257,7 @@ class OpenVinoBackend:
             }
             self.compiled = core.compile_model(model, "CPU", config)
             # plain requests, one per stream, run in waves: no Python callback on OpenVINO's
-            # threads (an AsyncInferQueue callback is the suspected cause of a segfault of
-            # the test suite)
+            # threads, and the output order is the input order
             self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         except Exception as exc:  # noqa: BLE001 - any compile failure means: use torch
             raise BackendUnavailable(f"OpenVINO could not compile the model ({exc})") from None
@@ -315,6 +315,26 @@ def _import_openvino():
             f"the openvino package is not installed ({exc}); pip install openvino"
         ) from None
     return openvino
+
+
+_CORE_LOCK = threading.Lock()
+_CORE = []  # the process's one openvino.Core, created on first use, never dropped
+
+
+def _shared_core():
+    """The process's one ``openvino.Core`` (created on first use, kept until the process exits).
+
+    Not a new Core per backend: each Core creates its own CPU plugin, which installs an
+    alternate signal stack (``sigaltstack``, 11.5 kB) on the thread that compiles and, when the
+    plugin is destroyed, puts back the one it found. Plugins destroyed in another order than
+    they were created put back stacks already freed; the next signal Python handles (SIGCHLD,
+    SIGINT) then cannot be delivered and the kernel kills the process with SIGSEGV, no
+    traceback (the test suite's segfault of stop 20; reproduced with three Cores freed 0, 2,
+    1). One Core, one plugin, created once: its stack stays valid."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(_import_openvino().Core())
+        return _CORE[0]
 
 
 def _convert(ov, module, example):
