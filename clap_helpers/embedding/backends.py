@@ -11,10 +11,11 @@ way: ``backend(*feats) -> (B, D) float32``.
   dynamic batch, fp32 weights), saved in ``<cache_dir>/openvino/<key>/`` (written to a temporary
   folder, then renamed: atomic), and compiled for the CPU with the ``bf16`` or ``f32`` inference
   precision hint. Every inference runs a fixed batch (a partial batch is zero-padded, a larger
-  call split), so a row never depends on the rows beside it; with ``streams=2`` (opt-in,
-  :func:`default_streams`) two batches run at once, which is why the encoder hands it all the
-  windows of a decoded batch in one call. Threads are pinned to cores only
-  when the process uses every core (:func:`usable_cores`).
+  call split), so a row never depends on the rows beside it; with two streams (the default
+  where there are two threads, :func:`default_streams`) two batches run at once, which is why
+  the encoder hands it all the windows of a decoded batch in one call. Threads are pinned to
+  cores only when the process uses every core (:func:`usable_cores`). One ``openvino.Core``
+  serves the process (:func:`_shared_core` says why).
 
 :func:`choose_backend` implements ``backend="auto"``: OpenVINO on a CPU when the package is
 installed, the export works and its embedding of a probe clip is within cosine
@@ -89,15 +90,15 @@ def default_backend() -> str:
 
 
 def default_streams(threads: int | None = None) -> int:
-    """OpenVINO inference streams: ``$CLAP_HELPERS_OPENVINO_STREAMS`` if set (at most
-    ``threads``, default ``torch.get_num_threads()``), else 1.
+    """OpenVINO inference streams: ``$CLAP_HELPERS_OPENVINO_STREAMS`` if set, else 2; never more
+    than ``threads`` (default ``torch.get_num_threads()``), so a 1-thread process (a Ray actor
+    with ``num_cpus=1``) runs one.
 
-    Two streams, each running its own batch on half the threads, made the pipeline about 10 %
-    faster on a 2-core AVX2 EPYC (usage.md, Performance), but the test suite's process
-    segfaulted later, in an unrelated test, after extra backends (two-stream, one-thread) had
-    been compiled in it (not reproduced in a standalone script; the cause is not known); so
-    one stream, the configuration tested longest, stays the default and two are opt-in."""
-    wanted = int(os.environ.get("CLAP_HELPERS_OPENVINO_STREAMS") or 1)
+    Two streams, each running its own batch on half the threads, were 4 % faster forward-only
+    and 2-10 % faster end to end than one on a 2-core AVX2 EPYC (usage.md, Performance): a
+    thread preempted by the decode worker then stalls its own batch only, not both threads at
+    every layer. Same numbers either way (each batch is computed alone)."""
+    wanted = int(os.environ.get("CLAP_HELPERS_OPENVINO_STREAMS") or 2)
     return max(1, min(wanted, threads or torch.get_num_threads()))
 
 

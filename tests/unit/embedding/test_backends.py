@@ -242,11 +242,12 @@ def test_backends_freed_in_any_order_leave_signals_deliverable():
     )
 
 
-def test_openvino_streams_are_opt_in(monkeypatch):
+def test_openvino_runs_two_streams_unless_told_otherwise(monkeypatch):
     monkeypatch.delenv("CLAP_HELPERS_OPENVINO_STREAMS", raising=False)
+    assert backends.default_streams(2) == 2 and backends.default_streams(8) == 2
+    assert backends.default_streams(1) == 1  # a 1-thread process (Ray actor): one stream
+    monkeypatch.setenv("CLAP_HELPERS_OPENVINO_STREAMS", "1")
     assert backends.default_streams(2) == 1
-    monkeypatch.setenv("CLAP_HELPERS_OPENVINO_STREAMS", "2")
-    assert backends.default_streams(2) == 2 and backends.default_streams(1) == 1
 
 
 @needs_openvino
