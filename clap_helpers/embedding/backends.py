@@ -39,7 +39,10 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -63,6 +66,7 @@ __all__ = [
     "default_streams",
     "openvino_cache_path",
     "probe_clip",
+    "run_in_streams",
     "torch_backend",
     "usable_cores",
 ]
@@ -73,6 +77,7 @@ MIN_COSINE_TORCH = 0.999  # precision="auto" falls back to fp32 below this (eage
 OPENVINO_FORMAT = 1  # bump when the export changes: converted models then get a new key
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
+T = TypeVar("T")
 _ISA_CAP_NOTE = "OpenVINO's CPU plugin crashed (segfault) on the tiny test model under it"
 
 
@@ -90,16 +95,33 @@ def default_backend() -> str:
 
 
 def default_streams(threads: int | None = None) -> int:
-    """OpenVINO inference streams: ``$CLAP_HELPERS_OPENVINO_STREAMS`` if set, else 2; never more
-    than ``threads`` (default ``torch.get_num_threads()``), so a 1-thread process (a Ray actor
-    with ``num_cpus=1``) runs one.
+    """Inference streams of the CPU backends: ``$CLAP_HELPERS_STREAMS`` if set, else 2; never
+    more than ``threads`` (default ``torch.get_num_threads()``), so a 1-thread process (a Ray
+    actor with ``num_cpus=1``) runs one.
 
-    Two streams, each running its own batch on half the threads, were 4 % faster forward-only
-    and 2-10 % faster end to end than one on a 2-core AVX2 EPYC (usage.md, Performance): a
-    thread preempted by the decode worker then stalls its own batch only, not both threads at
-    every layer. Same numbers either way (each batch is computed alone)."""
-    wanted = int(os.environ.get("CLAP_HELPERS_OPENVINO_STREAMS") or 2)
+    A stream runs its own batch of windows on ``threads // streams`` threads. Two were faster
+    than one on a 2-core AVX2 EPYC (usage.md, Performance): OpenVINO 4 % forward-only and 2-10 %
+    end to end, eager PyTorch 15 % forward-only: a thread preempted by the decode worker then
+    stalls its own batch only, not both threads at every layer. Same numbers either way (each
+    batch is computed alone; eager fp32 gives the same bits on 1 and 2 threads)."""
+    wanted = int(os.environ.get("CLAP_HELPERS_STREAMS") or 2)
     return max(1, min(wanted, threads or torch.get_num_threads()))
+
+
+def run_in_streams(calls: Sequence[Callable[[], T]], streams: int = 1) -> list[T]:
+    """The results of ``calls`` (model calls taking no arguments), in order. With ``streams``
+    > 1, that many run at once, each on its own Python thread with ``torch.get_num_threads() //
+    streams`` intra-op threads (PyTorch releases the GIL inside its kernels), the in-process
+    equivalent of one 1-thread model process per core; the thread count is restored after."""
+    if streams <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // streams))  # process-wide: PyTorch has no other way
+    try:
+        with ThreadPoolExecutor(max_workers=streams) as pool:
+            return list(pool.map(lambda call: call(), calls))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def probe_clip(
@@ -123,13 +145,18 @@ class TorchBackend:
         precision: ``fp32``, ``bf16`` or ``fp16``.
         weights: run reduced precision with a copy of the weights in that dtype instead of
             autocast (``None``: only for bf16 on a CPU with fast bf16).
+        streams: on a CPU, model calls the encoder runs at once (:func:`run_in_streams`); 1
+            elsewhere. Not part of :attr:`key`: each call's numbers do not depend on it.
     """
 
     name = "torch"
     batches_itself = False  # the caller keeps calls small (model_batch_size on a CPU)
 
-    def __init__(self, module, device: torch.device, precision: str = "fp32", weights=None):
+    def __init__(
+        self, module, device: torch.device, precision: str = "fp32", weights=None, streams=1
+    ):
         self.device, self.precision = device, precision
+        self.streams = max(1, int(streams)) if device.type == "cpu" else 1
         if weights is None:
             weights = precision == "bf16" and device.type == "cpu" and cpu_has_fast_bf16()
         self.weights = bool(weights) and precision != "fp32"
@@ -144,7 +171,8 @@ class TorchBackend:
         return "torch" if self.mode == "fp32" else f"torch-{self.mode}"
 
     def __repr__(self) -> str:
-        return f"torch ({self.precision} {self.mode})" if self.mode != "fp32" else "torch (fp32)"
+        how = f"{self.precision} {self.mode}" if self.mode != "fp32" else "fp32"
+        return f"torch ({how}, {self.streams} streams)" if self.streams > 1 else f"torch ({how})"
 
     @torch.inference_mode()
     def __call__(self, *feats: torch.Tensor) -> torch.Tensor:
@@ -408,15 +436,15 @@ def choose_backend(
     (:func:`openvino_cache_path` of ``model_key`` = (model id, revision) and ``family`` = its
     name and settings; None: not cached). ``fused`` (LAION fused checkpoints) or
     ``openvino=False`` (a family whose tower does not export): no OpenVINO (and, for
-    ``"auto"``, no warning: that family always runs PyTorch). ``streams``: OpenVINO inference
-    streams (default :func:`default_streams`).
+    ``"auto"``, no warning: that family always runs PyTorch). ``streams``: inference streams of
+    the chosen CPU backend (default :func:`default_streams`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     streams = default_streams() if streams is None else streams
     wanted = resolve_precision(precision, device)
     if backend == "torch" and wanted == "fp32":
-        return TorchBackend(tower, device, "fp32")
+        return TorchBackend(tower, device, "fp32", streams=streams)
     probe = tuple(probe() if callable(probe) else probe)
     ref = TorchBackend(tower, device, "fp32")(*probe)
     if backend in ("auto", "openvino"):
@@ -450,6 +478,7 @@ def choose_backend(
                 stacklevel=3,
             )
             chosen = TorchBackend(tower, device, "fp32")
+    chosen.streams = streams if device.type == "cpu" else 1
     return chosen
 
 

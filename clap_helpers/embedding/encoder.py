@@ -33,6 +33,7 @@ Used by: every notebook that embeds audio or text (02-10), clap_helpers.apps.sea
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import warnings
@@ -284,11 +285,20 @@ class ClapEncoder:
         owner = torch.repeat_interleave(torch.arange(len(clips)), counts)
         if self.backend.batches_itself:  # e.g. OpenVINO: all rows at once, run in its streams
             batch_size = max(1, len(owner))
-        emb = torch.empty((len(owner), self.dim))
-        for start in range(0, len(owner), batch_size):
-            part = [c[start : start + batch_size] for c in columns]
-            emb[start : start + len(part[0])] = self._tower_forward(*part)
+        calls = [
+            functools.partial(
+                self._tower_forward, *(c[start : start + batch_size] for c in columns)
+            )
+            for start in range(0, len(owner), batch_size)
+        ]
+        emb = torch.cat(self._run_model_calls(calls)) if calls else torch.empty((0, self.dim))
         return self._pool(emb, owner, len(clips))
+
+    def _run_model_calls(self, calls: list) -> list[torch.Tensor]:
+        """Results of ``calls`` (model calls without arguments), in order: in the backend's
+        streams where it runs our calls in them (eager PyTorch on a CPU), else one by one."""
+        streams = 1 if self.backend.batches_itself else getattr(self.backend, "streams", 1)
+        return backends.run_in_streams(calls, streams)
 
     @staticmethod
     def _pool(emb: torch.Tensor, owner: torch.Tensor, n_clips: int) -> np.ndarray:
@@ -326,18 +336,24 @@ class ClapEncoder:
                 batches.append([item])
             else:
                 part.append(item)
-        emb = torch.empty((len(plan), self.dim))
-        done, feats = 0, []
-        for part in batches:
-            batch, lens = window_batch([(clips[i], start, n) for i, start, n in part])
-            if self.backend.batches_itself:  # features now, one call for all (its streams)
-                feats.append(self._features(batch, lens))
-            else:
-                emb[done : done + len(part)] = self._audio_forward(batch, lens)
-            done += len(part)
-        if feats:
+        owner = torch.tensor([i for i, _, _ in plan])
+        if self.backend.batches_itself:  # features now, one call for all (its streams)
+            feats = [self._features(*self._window_batch(clips, part)) for part in batches]
             emb = self._tower_forward(*(torch.cat(column) for column in zip(*feats, strict=True)))
-        return self._pool(emb, torch.tensor([i for i, _, _ in plan]), len(clips))
+            return self._pool(emb, owner, len(clips))
+        # each call copies its windows when it runs: at most `streams` model batches exist
+        calls = [functools.partial(self._forward_windows, clips, part) for part in batches]
+        emb = torch.cat(self._run_model_calls(calls)) if calls else torch.empty((0, self.dim))
+        return self._pool(emb, owner, len(clips))
+
+    @staticmethod
+    def _window_batch(clips: Sequence[torch.Tensor], part: list) -> tuple:
+        """Windows ``part`` ((clip, start, samples) triples) of ``clips``: (B, T), lengths (B,)."""
+        return window_batch([(clips[i], start, n) for i, start, n in part])
+
+    def _forward_windows(self, clips: Sequence[torch.Tensor], part: list) -> torch.Tensor:
+        """Embeddings (len(part), D) of the windows ``part`` of ``clips``."""
+        return self._audio_forward(*self._window_batch(clips, part))
 
     # -- public API ---------------------------------------------------------------------------
     def embed_audio(

@@ -88,8 +88,39 @@ def test_torch_bf16_stays_close_to_fp32(torch_fp32, weights):
 
 def test_torch_backend_names_itself(torch_fp32):
     assert torch_fp32.backend.key == "torch" and torch_fp32.precision == "fp32"
-    assert "backend=torch (fp32)" in repr(torch_fp32)
-    assert torch_fp32.audio_namespace()["backend"] == "torch"
+    streams = backends.default_streams()
+    named = "backend=torch (fp32)" if streams == 1 else f"backend=torch (fp32, {streams} streams)"
+    assert named in repr(torch_fp32)
+    assert torch_fp32.audio_namespace()["backend"] == "torch"  # streams do not change numbers
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torch_streams_change_speed_not_numbers(tiny_clap, esc_paths, workers, monkeypatch):
+    """Two model calls at once, one intra-op thread each, against one call at a time on both
+    threads: the same bits (front-end in the workers, or per batch here with workers=0)."""
+    kw = {"batch_size": 4, "cache_dir": False, "progress": False, "num_workers": workers}
+    runs = {}
+    for streams in (1, 2):
+        monkeypatch.setenv("CLAP_HELPERS_STREAMS", str(streams))
+        enc = load_clap(tiny_clap, "cpu", "fp32", backend="torch", cache_dir=False)
+        assert enc.backend.streams == min(streams, torch.get_num_threads())
+        enc.model_batch_size = 2  # 6 clips: three model calls per decoded batch
+        runs[streams] = enc.embed_audio(esc_paths, **kw)
+    assert np.array_equal(runs[1], runs[2])
+
+
+def test_run_in_streams_keeps_order_and_restores_threads():
+    threads = torch.get_num_threads()
+    seen = []
+
+    def call(i):
+        seen.append(torch.get_num_threads())
+        return i
+
+    calls = [lambda i=i: call(i) for i in range(7)]
+    assert backends.run_in_streams(calls, 2) == list(range(7))
+    assert set(seen) == {max(1, threads // 2)} and torch.get_num_threads() == threads
+    assert backends.run_in_streams(calls, 1) == list(range(7)) and seen[-1] == threads
 
 
 def test_torch_bf16_weights_through_load_clap(tiny_clap, esc_paths, reference, monkeypatch):
@@ -243,10 +274,10 @@ def test_backends_freed_in_any_order_leave_signals_deliverable():
 
 
 def test_openvino_runs_two_streams_unless_told_otherwise(monkeypatch):
-    monkeypatch.delenv("CLAP_HELPERS_OPENVINO_STREAMS", raising=False)
+    monkeypatch.delenv("CLAP_HELPERS_STREAMS", raising=False)
     assert backends.default_streams(2) == 2 and backends.default_streams(8) == 2
     assert backends.default_streams(1) == 1  # a 1-thread process (Ray actor): one stream
-    monkeypatch.setenv("CLAP_HELPERS_OPENVINO_STREAMS", "1")
+    monkeypatch.setenv("CLAP_HELPERS_STREAMS", "1")
     assert backends.default_streams(2) == 1
 
 
