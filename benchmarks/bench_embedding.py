@@ -24,9 +24,10 @@ What it measures, on the same machine in one run (clips/s is always per clip):
    is repeated with it in the main process (``enc.features_in_workers = False``) for comparison.
 3. forward-only floor: the model alone (``get_audio_features`` + normalise + copy to the host,
    as ``ClapEncoder._tower_forward`` does after the front-end) on features (B, 1, 1001, 64)
-   computed beforehand, same device, precision and batch size as the pipeline (OpenVINO with
-   two streams gets one batch per stream and call, as the pipeline gives it). ``--sweep`` repeats it
-   at other batch sizes (the best model batch size differs between CPUs and GPUs).
+   computed beforehand, same device, precision and batch size as the pipeline (with two
+   streams each stream gets its own batch per step, as the pipeline gives them: OpenVINO in one
+   call, eager PyTorch as two calls at once). ``--sweep`` repeats it at other batch sizes (the
+   best model batch size differs between CPUs and GPUs).
 4. cached: the pipeline again on the big run's files and cache (every row is a cache hit).
 5. memory: peak resident set (``getrusage`` ``ru_maxrss``) of the benchmark process and of its
    reaped children (the decode workers), current RSS, and the growth from the small to the big run.
@@ -569,19 +570,16 @@ def floor_features(enc, paths, batch_size):
 def run_floor(enc, paths, batch_size, n_clips, device, backend=None) -> dict:
     """Model only (``backend(*feats)`` + normalise + copy to the host, as ``_audio_forward``
     does after the front-end) on features made beforehand; default backend: the encoder's."""
-    import torch
     import torch.nn.functional as F
 
     backend = backend or enc.backend
     feats, frontend_s = floor_features(enc, paths, batch_size)
     frontend_ms = 1e3 * frontend_s / batch_size
-    streams = getattr(backend, "streams", 1)  # OpenVINO streams each run their own batch:
-    if streams > 1:  # give every stream one per call, as the pipeline does
-        feats = tuple(torch.cat([f] * streams) for f in feats)
-        batch_size *= streams
+    streams = getattr(backend, "streams", 1)  # streams each run their own batch: give every
+    batch_size *= streams  # stream one per step, as the pipeline does
 
     def step():
-        return F.normalize(backend(*feats).float(), dim=-1).cpu()
+        return F.normalize(forward_in_streams(backend, feats, streams).float(), dim=-1).cpu()
 
     step()  # warm-up
     batches = max(1, math.ceil(n_clips / batch_size))
@@ -604,6 +602,21 @@ def run_floor(enc, paths, batch_size, n_clips, device, backend=None) -> dict:
         "frontend_ms_per_clip": frontend_ms,  # one batch, for reference
         "embeddings": emb[: batch_size // streams].numpy().tolist(),  # one copy of the batch
     }
+
+
+def forward_in_streams(backend, feats: tuple, streams: int):
+    """``streams`` copies of the batch ``feats`` through ``backend``, one per stream, as the
+    encoder runs them: OpenVINO gets them in one call (its own streams), eager PyTorch as
+    separate calls in :func:`clap_helpers.embedding.backends.run_in_streams`. -> (streams * B, D)."""
+    import torch
+
+    from clap_helpers.embedding.backends import run_in_streams
+
+    if streams <= 1:
+        return backend(*feats)
+    if backend.batches_itself:
+        return backend(*(torch.cat([f] * streams) for f in feats))
+    return torch.cat(run_in_streams([lambda: backend(*feats)] * streams, streams))
 
 
 def decode_cost(paths, n: int = 16) -> float:
@@ -690,13 +703,12 @@ def _parallel_worker(plan, precision, backend, models, batch, n_batches, threads
         plan["model"], "cpu", precision, backend=backend, cache_dir=models, num_workers=0
     )
     feats, _ = floor_features(enc, plan["paths"], batch)
-    streams = getattr(enc.backend, "streams", 1)  # one batch per OpenVINO stream and call
-    feats = tuple(torch.cat([f] * streams) for f in feats)
-    enc.backend(*feats)  # warm-up
+    streams = getattr(enc.backend, "streams", 1)  # one batch per stream and step
+    forward_in_streams(enc.backend, feats, streams)  # warm-up
     barrier.wait()
     t0 = time.perf_counter()
     for _ in range(n_batches):
-        emb = F.normalize(enc.backend(*feats).float(), dim=-1)
+        emb = F.normalize(forward_in_streams(enc.backend, feats, streams).float(), dim=-1)
     queue.put((time.perf_counter() - t0, n_batches * batch * streams, emb[:batch].numpy()))
 
 
