@@ -7,6 +7,8 @@ way: ``backend(*feats) -> (B, D) float32``.
 - :class:`TorchBackend`: eager PyTorch on any device. ``fp32``; ``bf16``/``fp16`` by autocast, or,
   on CPUs with fast bf16 (:func:`clap_helpers.embedding.devices.cpu_has_fast_bf16`), by a bf16
   copy of the tower's weights (``model.to(torch.bfloat16)``: 1.4x faster than autocast there).
+  On a CPU the encoder runs its model calls in the backend's ``streams``
+  (:func:`run_in_streams`: two calls at once, one intra-op thread each, by default).
 - :class:`OpenVinoBackend`: the tower converted to OpenVINO once (``openvino.convert_model``,
   dynamic batch, fp32 weights), saved in ``<cache_dir>/openvino/<key>/`` (written to a temporary
   folder, then renamed: atomic), and compiled for the CPU with the ``bf16`` or ``f32`` inference
