@@ -80,6 +80,7 @@ OPENVINO_FORMAT = 1  # bump when the export changes: converted models then get a
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
 T = TypeVar("T")
+_STREAMS_LOCK = threading.Lock()
 _ISA_CAP_NOTE = "OpenVINO's CPU plugin crashed (segfault) on the tiny test model under it"
 
 
@@ -117,13 +118,16 @@ def run_in_streams(calls: Sequence[Callable[[], T]], streams: int = 1) -> list[T
     equivalent of one 1-thread model process per core; the thread count is restored after."""
     if streams <= 1 or len(calls) <= 1:
         return [call() for call in calls]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // streams))  # process-wide: PyTorch has no other way
-    try:
-        with ThreadPoolExecutor(max_workers=streams) as pool:
-            return list(pool.map(lambda call: call(), calls))
-    finally:
-        torch.set_num_threads(threads)
+    # The thread count is process-wide (PyTorch has no per-thread setting): callers on other
+    # threads (the web app's requests) take turns, so none restores another's count.
+    with _STREAMS_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // streams))
+        try:
+            with ThreadPoolExecutor(max_workers=streams) as pool:
+                return list(pool.map(lambda call: call(), calls))
+        finally:
+            torch.set_num_threads(threads)
 
 
 def probe_clip(
