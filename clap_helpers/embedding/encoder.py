@@ -337,7 +337,7 @@ class ClapEncoder:
             else:
                 part.append(item)
         owner = torch.tensor([i for i, _, _ in plan])
-        if self.backend.batches_itself:  # features now, one call for all (its streams)
+        if self.backend.batches_itself and batches:  # features now, one call for all
             feats = [self._features(*self._window_batch(clips, part)) for part in batches]
             emb = self._tower_forward(*(torch.cat(column) for column in zip(*feats, strict=True)))
             return self._pool(emb, owner, len(clips))
