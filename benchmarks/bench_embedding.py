@@ -610,11 +610,11 @@ def forward_in_streams(backend, feats: tuple, streams: int):
     separate calls in :func:`clap_helpers.embedding.backends.run_in_streams`. -> (streams * B, D)."""
     import torch
 
-    from clap_helpers.embedding.backends import run_in_streams
+    from clap_helpers.embedding.backends import call_streams, run_in_streams
 
     if streams <= 1:
         return backend(*feats)
-    if backend.batches_itself:
+    if call_streams(backend) == 1:  # it batches itself: all in one call, its own streams
         return backend(*(torch.cat([f] * streams) for f in feats))
     return torch.cat(run_in_streams([lambda: backend(*feats)] * streams, streams))
 

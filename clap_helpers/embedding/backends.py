@@ -68,6 +68,7 @@ __all__ = [
     "default_streams",
     "openvino_cache_path",
     "probe_clip",
+    "call_streams",
     "run_in_streams",
     "torch_backend",
     "usable_cores",
@@ -109,6 +110,13 @@ def default_streams(threads: int | None = None) -> int:
     batch is computed alone; eager fp32 gives the same bits on 1 and 2 threads)."""
     wanted = int(os.environ.get("CLAP_HELPERS_STREAMS") or 2)
     return max(1, min(wanted, threads or torch.get_num_threads()))
+
+
+def call_streams(backend) -> int:
+    """How many of the encoder's model calls run at once (:func:`run_in_streams`): a backend
+    that batches itself (OpenVINO) gets all rows in one call and runs its own streams, so 1;
+    else the backend's ``streams`` (eager PyTorch on a CPU)."""
+    return 1 if backend.batches_itself else getattr(backend, "streams", 1)
 
 
 def run_in_streams(calls: Sequence[Callable[[], T]], streams: int = 1) -> list[T]:
@@ -474,7 +482,7 @@ def choose_backend(
             raise BackendUnavailable(f"backend='openvino' cannot be used: {reason}")
         if device.type == "cpu" and openvino:  # a family that opts out runs torch, silently
             warnings.warn(f"backend='auto' runs eager PyTorch: {reason}", BackendWarning, 3)
-    chosen = torch_backend(tower, device, wanted, probe, ref)
+    chosen = torch_backend(tower, device, wanted, probe, ref, streams=streams)
     if wanted != "fp32":
         if precision == "auto" and chosen.cosine < MIN_COSINE_TORCH:
             warnings.warn(
@@ -483,20 +491,22 @@ def choose_backend(
                 BackendWarning,
                 stacklevel=3,
             )
-            chosen = TorchBackend(tower, device, "fp32")
-    chosen.streams = streams if device.type == "cpu" else 1
+            chosen = TorchBackend(tower, device, "fp32", streams=streams)
     return chosen
 
 
-def torch_backend(tower, device, precision: str, probe: tuple, ref: torch.Tensor) -> TorchBackend:
-    """Eager PyTorch at ``precision``, its ``cosine`` to ``ref`` (eager fp32 of ``probe``) set.
-    Where bf16 weights would be used (fast-bf16 CPUs) but drift below :data:`MIN_COSINE_TORCH`
-    on the probe (e.g. tiny PE-Audio, AudioCLIP), autocast is used instead, as on other CPUs."""
-    chosen = TorchBackend(tower, device, precision)
+def torch_backend(
+    tower, device, precision: str, probe: tuple, ref: torch.Tensor, streams: int = 1
+) -> TorchBackend:
+    """Eager PyTorch at ``precision`` (and ``streams``), its ``cosine`` to ``ref`` (eager fp32 of
+    ``probe``) set. Where bf16 weights would be used (fast-bf16 CPUs) but drift below
+    :data:`MIN_COSINE_TORCH` on the probe (e.g. tiny PE-Audio, AudioCLIP), autocast is used
+    instead, as on other CPUs."""
+    chosen = TorchBackend(tower, device, precision, streams=streams)
     if precision != "fp32":
         chosen.cosine = _cosine(chosen(*probe), ref)
         if chosen.weights and chosen.cosine < MIN_COSINE_TORCH:
-            chosen = TorchBackend(tower, device, precision, weights=False)
+            chosen = TorchBackend(tower, device, precision, weights=False, streams=streams)
             chosen.cosine = _cosine(chosen(*probe), ref)
     return chosen
 

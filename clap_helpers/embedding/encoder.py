@@ -291,14 +291,13 @@ class ClapEncoder:
             )
             for start in range(0, len(owner), batch_size)
         ]
-        emb = torch.cat(self._run_model_calls(calls)) if calls else torch.empty((0, self.dim))
-        return self._pool(emb, owner, len(clips))
+        return self._pool(self._run_model_calls(calls), owner, len(clips))
 
-    def _run_model_calls(self, calls: list) -> list[torch.Tensor]:
-        """Results of ``calls`` (model calls without arguments), in order: in the backend's
-        streams where it runs our calls in them (eager PyTorch on a CPU), else one by one."""
-        streams = 1 if self.backend.batches_itself else getattr(self.backend, "streams", 1)
-        return backends.run_in_streams(calls, streams)
+    def _run_model_calls(self, calls: list) -> torch.Tensor:
+        """Window embeddings (W, D) of ``calls`` (model calls without arguments, each -> (B_i,
+        D)), stacked in order; run in the backend's streams (:func:`backends.call_streams`)."""
+        outs = backends.run_in_streams(calls, backends.call_streams(self.backend))
+        return torch.cat(outs) if outs else torch.empty((0, self.dim))
 
     @staticmethod
     def _pool(emb: torch.Tensor, owner: torch.Tensor, n_clips: int) -> np.ndarray:
@@ -343,8 +342,7 @@ class ClapEncoder:
             return self._pool(emb, owner, len(clips))
         # each call copies its windows when it runs: at most `streams` model batches exist
         calls = [functools.partial(self._forward_windows, clips, part) for part in batches]
-        emb = torch.cat(self._run_model_calls(calls)) if calls else torch.empty((0, self.dim))
-        return self._pool(emb, owner, len(clips))
+        return self._pool(self._run_model_calls(calls), owner, len(clips))
 
     @staticmethod
     def _window_batch(clips: Sequence[torch.Tensor], part: list) -> tuple:

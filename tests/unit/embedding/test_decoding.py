@@ -16,14 +16,27 @@ SR = 48_000
 WINDOW = 10 * SR
 
 
-@pytest.mark.parametrize(
-    "n", [1, SR, WINDOW - 1, WINDOW, WINDOW + 1, WINDOW + SR - 1, WINDOW + SR, 75 * SR, 3 * WINDOW]
-)
-def test_window_plan_is_split_windows_without_the_copies(n):
-    _, lengths = split_windows(torch.empty(n, device="meta"), WINDOW, min_last=SR)
-    expected = [(i * WINDOW, int(k)) for i, k in enumerate(lengths.tolist())]
-    if n <= WINDOW:  # a clip that fits is passed as it is (the front-end fills it)
-        expected = [(0, n)]
+# (clip samples, its windows as (start, samples)), written out by the rule: consecutive 10 s
+# windows; a partial tail kept only when it holds at least one second; a clip that fits one
+# window passed as it is (the front-end fills it by its padding rule)
+PLANS = [
+    (1, [(0, 1)]),
+    (SR, [(0, SR)]),
+    (WINDOW - 1, [(0, WINDOW - 1)]),
+    (WINDOW, [(0, WINDOW)]),
+    (WINDOW + 1, [(0, WINDOW)]),
+    (WINDOW + SR - 1, [(0, WINDOW)]),
+    (WINDOW + SR, [(0, WINDOW), (WINDOW, SR)]),
+    (75 * SR, [(k * WINDOW, WINDOW) for k in range(7)] + [(7 * WINDOW, 5 * SR)]),
+    (3 * WINDOW, [(0, WINDOW), (WINDOW, WINDOW), (2 * WINDOW, WINDOW)]),
+]
+
+
+@pytest.mark.parametrize(("n", "expected"), PLANS)
+def test_window_plan_is_split_windows_without_the_copies(n, expected):
+    if n > WINDOW:  # and split_windows, which cuts the samples, agrees
+        _, lengths = split_windows(torch.zeros(n), WINDOW, min_last=SR)
+        assert lengths.tolist() == [k for _, k in expected]
     assert window_plan(n, WINDOW, SR, "average") == expected
     assert window_plan(n, WINDOW, SR, "first") == expected[:1]
     assert window_plan(n, WINDOW, SR, "fusion") == [(0, n)]
